@@ -1,0 +1,94 @@
+// Command hutch runs virtual machines without root.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hutch-vm/hutch/internal/store"
+	"github.com/hutch-vm/hutch/internal/vm"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// usageError is a mistake in how hutch was called; it exits 2.
+type usageError struct{ error }
+
+// exitError carries a VM's own exit code out of an attached run.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("vm exited with code %d", e.code) }
+
+func main() {
+	root := &cobra.Command{
+		Use:           "hutch",
+		Short:         "Run virtual machines without root",
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%w (see hutch %s --help)", err, c.Name())}
+	})
+	root.AddCommand(runCmd(), psCmd(), inspectCmd(), logsCmd(), consoleCmd(), stopCmd(),
+		killCmd(), rmCmd(), portCmd(), versionCmd(), superviseCmd())
+	err := root.Execute()
+	if err == nil {
+		return
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		os.Exit(ee.code)
+	}
+	fmt.Fprintf(os.Stderr, "hutch: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) || vm.IsInput(err) || isCobraUsage(err) {
+		os.Exit(2)
+	}
+	os.Exit(1)
+}
+
+// isCobraUsage recognises cobra's own complaints (unknown command), which
+// it returns as plain errors.
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand"} {
+		if len(msg) >= len(p) && msg[:len(p)] == p {
+			return true
+		}
+	}
+	return false
+}
+
+// args wraps a cobra argument check so its failure exits 2.
+func args(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(c *cobra.Command, a []string) error {
+		if err := check(c, a); err != nil {
+			return usageError{fmt.Errorf("%s: %w (usage: hutch %s)", c.Name(), err, c.Use)}
+		}
+		return nil
+	}
+}
+
+func newEngine() (*vm.Engine, error) {
+	if os.Geteuid() == 0 {
+		return nil, errors.New("hutch is running as root: a VMM must never run as root, and system mode is not available yet; run hutch as an ordinary user")
+	}
+	l, err := store.SessionLayout()
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find the hutch executable: %w", err)
+	}
+	return &vm.Engine{Layout: l, Self: self, KVMDevice: "/dev/kvm", Notice: os.Stderr}, nil
+}
+
+func init() {
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/hutch-vm/hutch/internal/console"
+	"github.com/hutch-vm/hutch/internal/vm"
+)
+
+func runCmd() *cobra.Command {
+	var o vm.Options
+	var detach, interactive, tty bool
+	c := &cobra.Command{
+		Use:   "run [flags] [IMAGE]",
+		Short: "Create and start a VM",
+		Args:  args(cobra.MaximumNArgs(1)),
+		RunE: func(c *cobra.Command, a []string) error {
+			if len(a) == 1 {
+				o.Image = a[0]
+			}
+			spec, err := vm.ParseSpec(o)
+			if err != nil {
+				return err
+			}
+			e, err := newEngine()
+			if err != nil {
+				return err
+			}
+			if detach {
+				name, err := e.Run(spec, nil)
+				if err != nil {
+					return err
+				}
+				fmt.Println(name)
+				return nil
+			}
+			return runAttached(e, spec)
+		},
+	}
+	f := c.Flags()
+	f.BoolVarP(&detach, "detach", "d", false, "return once the VM runs and print its name")
+	f.BoolVarP(&interactive, "interactive", "i", false, "accepted for docker compatibility; an attached run is always interactive")
+	f.BoolVarP(&tty, "tty", "t", false, "accepted for docker compatibility; the console is the terminal")
+	f.BoolVar(&o.Remove, "rm", false, "remove the VM when it stops")
+	f.StringVar(&o.Name, "name", "", "name of the VM (default: generated)")
+	f.IntVar(&o.CPUs, "cpus", vm.DefaultCPUs, "number of virtual CPUs")
+	f.StringVar(&o.Memory, "memory", "", "guest memory, e.g. 256M or 2G (default 512M)")
+	f.StringVar(&o.Kernel, "kernel", "", "boot this kernel directly")
+	f.StringVar(&o.Initrd, "initrd", "", "initial ramdisk for --kernel")
+	f.StringVar(&o.Append, "append", "", "kernel command line for --kernel")
+	f.StringArrayVar(&o.Disks, "disk", nil, "attach a disk image as is: PATH or PATH,ro (repeatable)")
+	f.StringArrayVarP(&o.Publish, "publish", "p", nil, "forward a host port: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|/udp] (repeatable)")
+	f.StringVar(&o.Network, "network", "", "network backend: slirp or none (default slirp)")
+	return c
+}
+
+// runAttached starts the VM with this terminal on its console and returns
+// when the VM ends, with its exit code, or when the user detaches.
+func runAttached(e *vm.Engine, spec vm.Spec) error {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("console socketpair: %w", err)
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "console"), os.NewFile(uintptr(fds[1]), "console-supervisor")
+	name, err := e.Run(spec, theirs)
+	theirs.Close()
+	if err != nil {
+		ours.Close()
+		return err
+	}
+	detached, err := console.Attach(ours, os.Stdin, os.Stdout)
+	if err != nil {
+		return err
+	}
+	if detached {
+		fmt.Fprintf(os.Stderr, "\r\nhutch: detached from %s; it keeps running (hutch console %s)\n", name, name)
+		return nil
+	}
+	v, ok := e.WaitStopped(name)
+	if ok && v.ExitCode != nil && *v.ExitCode != 0 {
+		return exitError{*v.ExitCode}
+	}
+	return nil
+}

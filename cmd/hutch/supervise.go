@@ -1,0 +1,37 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hutch-vm/hutch/internal/store"
+	"github.com/hutch-vm/hutch/internal/supervise"
+	"github.com/hutch-vm/hutch/internal/vm"
+)
+
+// superviseCmd is how hutch runs itself as a VM's supervisor; users never
+// call it. fd 3 is the ready pipe, fd 4 an optional first console client.
+func superviseCmd() *cobra.Command {
+	var l store.Layout
+	var withConsole bool
+	c := &cobra.Command{
+		Use:    vm.SuperviseCommand + " NAME",
+		Hidden: true,
+		Args:   args(cobra.ExactArgs(1)),
+		RunE: func(c *cobra.Command, a []string) error {
+			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
+			ready := os.NewFile(3, "ready")
+			var attach *os.File
+			if withConsole {
+				attach = os.NewFile(4, "console")
+			}
+			return supervise.Run(l, a[0], ready, attach)
+		},
+	}
+	c.Flags().StringVar(&l.RunRoot, "run-root", "", "")
+	c.Flags().StringVar(&l.DataRoot, "data-root", "", "")
+	c.Flags().BoolVar(&withConsole, "console", false, "")
+	return c
+}

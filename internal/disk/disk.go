@@ -1,0 +1,56 @@
+// Package disk prepares a VM's disks: it reads image formats and makes the
+// qcow2 overlays that keep base images unwritten.
+package disk
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// Tool is the image utility hutch drives.
+const Tool = "qemu-img"
+
+// Format returns the format of the image at path ("qcow2", "raw", ...).
+func Format(path string) (string, error) {
+	bin, err := exec.LookPath(Tool)
+	if err != nil {
+		return "", fmt.Errorf("%s not found on PATH: install it (Debian: apt-get install qemu-utils)", Tool)
+	}
+	// -U: the image may be open in a running VM; reading its header is safe.
+	out, err := exec.Command(bin, "info", "-U", "--output=json", path).Output()
+	if err != nil {
+		return "", fmt.Errorf("read image %s: %s", path, stderrOf(err))
+	}
+	var info struct {
+		Format string `json:"format"`
+	}
+	if err := json.Unmarshal(out, &info); err != nil || info.Format == "" {
+		return "", fmt.Errorf("read image %s: qemu-img info gave no format", path)
+	}
+	return info.Format, nil
+}
+
+// CreateOverlay makes a qcow2 at path whose backing file is base, so the
+// VM writes only to path.
+func CreateOverlay(base, baseFormat, path string) error {
+	abs, err := filepath.Abs(base)
+	if err != nil {
+		return fmt.Errorf("resolve image path: %w", err)
+	}
+	out, err := exec.Command(Tool, "create", "-q", "-f", "qcow2", "-F", baseFormat, "-b", abs, path).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("create overlay over %s: %s", base, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func stderrOf(err error) string {
+	if ee, ok := err.(*exec.ExitError); ok && len(ee.Stderr) > 0 {
+		s := strings.TrimSpace(string(ee.Stderr))
+		return strings.TrimPrefix(s, "qemu-img: ")
+	}
+	return err.Error()
+}

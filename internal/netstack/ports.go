@@ -1,0 +1,167 @@
+// Package netstack holds the user-mode networking of a VM: port-forward
+// specs, host-port checks and the backend's arguments.
+package netstack
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Forward is one host port forwarded to one guest port.
+type Forward struct {
+	HostIP    string `json:"hostIP"`
+	HostPort  int    `json:"hostPort"`
+	GuestPort int    `json:"guestPort"`
+	Protocol  string `json:"protocol"` // tcp or udp
+}
+
+func (f Forward) String() string {
+	return fmt.Sprintf("%s/%s", net.JoinHostPort(f.HostIP, strconv.Itoa(f.HostPort)), f.Protocol)
+}
+
+// DefaultHostIP is where a forward listens when the spec names no address:
+// a VM is not exposed to the network unless the user says so.
+const DefaultHostIP = "127.0.0.1"
+
+// ParsePublish parses one -p spec, [HOSTIP:]HOSTPORT[-END]:GUESTPORT[-END][/tcp|/udp],
+// as Docker and Podman write it; a range expands to one Forward per port.
+func ParsePublish(spec string) ([]Forward, error) {
+	bad := func(why string) error {
+		return fmt.Errorf("invalid port spec %q: %s (want [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|/udp], e.g. -p 8080:80)", spec, why)
+	}
+	s, proto := spec, "tcp"
+	if i := strings.LastIndexByte(s, '/'); i >= 0 {
+		s, proto = s[:i], s[i+1:]
+		if proto != "tcp" && proto != "udp" {
+			return nil, bad("protocol must be tcp or udp")
+		}
+	}
+	hostIP := ""
+	if strings.HasPrefix(s, "[") {
+		end := strings.Index(s, "]:")
+		if end < 0 {
+			return nil, bad("unterminated [IPv6] address")
+		}
+		hostIP, s = s[1:end], s[end+2:]
+		a, err := netip.ParseAddr(hostIP)
+		if err != nil || !a.Is6() {
+			return nil, bad(fmt.Sprintf("%q is not an IPv6 address", hostIP))
+		}
+	}
+	parts := strings.Split(s, ":")
+	switch len(parts) {
+	case 1:
+		return nil, bad("a host port is required")
+	case 2:
+	case 3:
+		if hostIP != "" {
+			return nil, bad("too many fields")
+		}
+		hostIP, parts = parts[0], parts[1:]
+		if hostIP != "" {
+			a, err := netip.ParseAddr(hostIP)
+			if err != nil || !a.Is4() {
+				return nil, bad(fmt.Sprintf("%q is not an IPv4 address (write IPv6 as [ADDR])", hostIP))
+			}
+		}
+	default:
+		return nil, bad("too many fields (write IPv6 addresses as [ADDR])")
+	}
+	if hostIP == "" {
+		hostIP = DefaultHostIP
+	}
+	hLo, hHi, err := parseRange(parts[0])
+	if err != nil {
+		return nil, bad("host port " + err.Error())
+	}
+	gLo, gHi, err := parseRange(parts[1])
+	if err != nil {
+		return nil, bad("guest port " + err.Error())
+	}
+	if hHi-hLo != gHi-gLo {
+		return nil, bad("host and guest ranges differ in length")
+	}
+	fwds := make([]Forward, 0, hHi-hLo+1)
+	for i := 0; i <= hHi-hLo; i++ {
+		fwds = append(fwds, Forward{HostIP: hostIP, HostPort: hLo + i, GuestPort: gLo + i, Protocol: proto})
+	}
+	return fwds, nil
+}
+
+func parseRange(s string) (lo, hi int, err error) {
+	a, b, isRange := strings.Cut(s, "-")
+	if lo, err = parsePort(a); err != nil {
+		return 0, 0, err
+	}
+	hi = lo
+	if isRange {
+		if hi, err = parsePort(b); err != nil {
+			return 0, 0, err
+		}
+		if hi < lo {
+			return 0, 0, fmt.Errorf("range %q runs backwards", s)
+		}
+	}
+	return lo, hi, nil
+}
+
+func parsePort(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || s == "" || s[0] == '+' || s[0] == '-' {
+		return 0, fmt.Errorf("%q is not a number", s)
+	}
+	if n < 1 || n > 65535 {
+		return 0, fmt.Errorf("%d is out of range 1-65535", n)
+	}
+	return n, nil
+}
+
+// CheckFree fails, naming the first one, if any forward's host port cannot
+// be bound now; also if two forwards of the list claim the same port.
+func CheckFree(fwds []Forward) error {
+	seen := map[string]bool{}
+	for _, f := range fwds {
+		key := fmt.Sprintf("%d/%s", f.HostPort, f.Protocol)
+		if seen[key] {
+			return fmt.Errorf("host port %s is given twice; give each forward its own host port", f)
+		}
+		seen[key] = true
+		addr := net.JoinHostPort(f.HostIP, strconv.Itoa(f.HostPort))
+		var err error
+		if f.Protocol == "udp" {
+			var c net.PacketConn
+			if c, err = net.ListenPacket("udp", addr); err == nil {
+				c.Close()
+			}
+		} else {
+			var l net.Listener
+			if l, err = net.Listen("tcp", addr); err == nil {
+				l.Close()
+			}
+		}
+		if err != nil {
+			if strings.Contains(err.Error(), "address already in use") {
+				return fmt.Errorf("host port %s is already in use%s; choose another host port with -p", f, holder(f))
+			}
+			return fmt.Errorf("host port %s cannot be bound: %w", f, err)
+		}
+	}
+	return nil
+}
+
+// SlirpNetdev is the -netdev value for QEMU's built-in user networking.
+func SlirpNetdev(id string, fwds []Forward) string {
+	var b strings.Builder
+	b.WriteString("user,id=" + id)
+	for _, f := range fwds {
+		host := f.HostIP
+		if strings.Contains(host, ":") {
+			host = "[" + host + "]"
+		}
+		fmt.Fprintf(&b, ",hostfwd=%s:%s:%d-:%d", f.Protocol, host, f.HostPort, f.GuestPort)
+	}
+	return b.String()
+}

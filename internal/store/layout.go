@@ -1,0 +1,139 @@
+// Package store owns hutch's on-disk state: where every file lives, how
+// records are written (atomically, under a lock) and how a recorded process
+// is recognised as still alive.
+package store
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+)
+
+// Layout is the root of one user's (or the system's) hutch state. Runtime
+// files (sockets) live under RunRoot, which the OS clears on reboot;
+// records, logs and overlays live under DataRoot.
+type Layout struct {
+	RunRoot  string
+	DataRoot string
+}
+
+// The names of every file hutch keeps for a VM. Nothing else spells them.
+const (
+	recordFile     = "vm.json"
+	lockFile       = "vm.lock"
+	consoleLogFile = "console.log"
+	vmmLogFile     = "qemu.log"
+	superLogFile   = "supervisor.log"
+	qmpSocket      = "qmp.sock"
+	consoleSocket  = "console.sock"
+	vmsDir         = "vms"
+	portsLockFile  = "ports.lock"
+)
+
+// SessionLayout resolves the layout for the calling user from the XDG base
+// directories, creating the roots private (0700) if needed.
+func SessionLayout() (Layout, error) {
+	uid := os.Getuid()
+	run := os.Getenv("XDG_RUNTIME_DIR")
+	var runRoot string
+	if run != "" {
+		if !filepath.IsAbs(run) {
+			return Layout{}, fmt.Errorf("XDG_RUNTIME_DIR %q is not an absolute path: set it to an absolute path or unset it", run)
+		}
+		if err := ensurePrivateDir(run, uid, false); err != nil {
+			return Layout{}, err
+		}
+		runRoot = filepath.Join(run, "hutch")
+	} else {
+		// Without XDG_RUNTIME_DIR (no login session, cron, su), fall back to
+		// a per-user directory in /tmp. Anyone can create names there, so it
+		// is only trusted after checking owner, type and mode.
+		runRoot = filepath.Join(os.TempDir(), "hutch-"+strconv.Itoa(uid))
+	}
+	if err := ensurePrivateDir(runRoot, uid, true); err != nil {
+		return Layout{}, err
+	}
+
+	data := os.Getenv("XDG_DATA_HOME")
+	if data == "" || !filepath.IsAbs(data) {
+		home, err := os.UserHomeDir()
+		if err != nil || home == "" {
+			return Layout{}, fmt.Errorf("cannot find a data directory: set HOME or XDG_DATA_HOME")
+		}
+		data = filepath.Join(home, ".local", "share")
+	}
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return Layout{}, fmt.Errorf("create data directory: %w", err)
+	}
+	dataRoot := filepath.Join(data, "hutch")
+	if err := ensurePrivateDir(dataRoot, uid, true); err != nil {
+		return Layout{}, err
+	}
+	l := Layout{RunRoot: runRoot, DataRoot: dataRoot}
+	for _, d := range []string{filepath.Join(runRoot, vmsDir), filepath.Join(dataRoot, vmsDir)} {
+		if err := os.Mkdir(d, 0o700); err != nil && !os.IsExist(err) {
+			return Layout{}, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	return l, nil
+}
+
+// ensurePrivateDir makes sure dir is a real directory owned by uid that no
+// one else can enter. With create it makes a missing one (0700); an
+// existing one that fails the check is an error, never repaired, because
+// someone else may have planted it.
+func ensurePrivateDir(dir string, uid int, create bool) error {
+	fi, err := os.Lstat(dir)
+	if os.IsNotExist(err) && create {
+		if err := os.Mkdir(dir, 0o700); err != nil && !os.IsExist(err) {
+			return fmt.Errorf("create runtime directory %s: %w", dir, err)
+		}
+		fi, err = os.Lstat(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("check directory %s: %w", dir, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("refusing %s: not a directory (a symlink or file is in the way); remove it", dir)
+	case !ok || int(st.Uid) != uid:
+		return fmt.Errorf("refusing %s: owned by uid %d, not %d; remove it or set XDG_RUNTIME_DIR", dir, st.Uid, uid)
+	case fi.Mode().Perm()&0o077 != 0:
+		return fmt.Errorf("refusing %s: mode %04o lets others in; run chmod 700 %s", dir, fi.Mode().Perm(), dir)
+	}
+	return nil
+}
+
+// VM returns the paths of one VM.
+func (l Layout) VM(name string) Paths {
+	return Paths{
+		Data: filepath.Join(l.DataRoot, vmsDir, name),
+		Run:  filepath.Join(l.RunRoot, vmsDir, name),
+	}
+}
+
+// VMsDir is the directory whose entries are the VMs' data dirs.
+func (l Layout) VMsDir() string { return filepath.Join(l.DataRoot, vmsDir) }
+
+// PortsLock serialises host-port checks with the VMMs binding them.
+func (l Layout) PortsLock() string { return filepath.Join(l.RunRoot, portsLockFile) }
+
+// Paths are the files of one VM.
+type Paths struct {
+	Data string // records, logs, overlays; survives reboots
+	Run  string // sockets; private, removed when the VM stops
+}
+
+func (p Paths) Record() string      { return filepath.Join(p.Data, recordFile) }
+func (p Paths) Lock() string        { return filepath.Join(p.Data, lockFile) }
+func (p Paths) ConsoleLog() string  { return filepath.Join(p.Data, consoleLogFile) }
+func (p Paths) VMMLog() string      { return filepath.Join(p.Data, vmmLogFile) }
+func (p Paths) SuperLog() string    { return filepath.Join(p.Data, superLogFile) }
+func (p Paths) QMP() string         { return filepath.Join(p.Run, qmpSocket) }
+func (p Paths) Console() string     { return filepath.Join(p.Run, consoleSocket) }
+func (p Paths) Overlay(i int) string {
+	return filepath.Join(p.Data, fmt.Sprintf("disk%d.qcow2", i))
+}

@@ -1,0 +1,237 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotFound is returned for a VM name with no record.
+var ErrNotFound = errors.New("no such vm")
+
+// ErrExists is returned when creating a VM whose name is taken.
+var ErrExists = errors.New("name already in use")
+
+// WriteJSON replaces path with v's JSON atomically: a reader sees the old
+// or the new content, never a torn one, and a crash leaves one of the two.
+func WriteJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("replace %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadJSON decodes path into v.
+func ReadJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	return nil
+}
+
+// Lock is an exclusive flock on a file; it dies with the process that holds
+// it, so a killed command never leaves a stale lock.
+type Lock struct{ f *os.File }
+
+// Acquire blocks until it holds the lock on path, creating the file.
+func Acquire(path string) (*Lock, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return &Lock{f: f}, nil
+}
+
+// Release drops the lock.
+func (l *Lock) Release() {
+	if l != nil && l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
+}
+
+// Update reads the record at p under the VM's lock, lets fn change it and
+// writes it back atomically. fn returning an error leaves the record as is.
+func Update[T any](p Paths, fn func(*T) error) error {
+	lk, err := Acquire(p.Lock())
+	if err != nil {
+		if os.IsNotExist(errors.Unwrap(err)) {
+			return ErrNotFound
+		}
+		return err
+	}
+	defer lk.Release()
+	var rec T
+	if err := ReadJSON(p.Record(), &rec); err != nil {
+		if os.IsNotExist(err) {
+			return ErrNotFound
+		}
+		return err
+	}
+	if err := fn(&rec); err != nil {
+		return err
+	}
+	return WriteJSON(p.Record(), &rec)
+}
+
+// Load reads the record at p.
+func Load[T any](p Paths) (T, error) {
+	var rec T
+	err := ReadJSON(p.Record(), &rec)
+	if os.IsNotExist(err) {
+		return rec, ErrNotFound
+	}
+	return rec, err
+}
+
+// Create makes the data dir of a new VM. fill populates a private staging
+// dir (paths as they will be once the VM exists, except Data); the staging
+// dir is then renamed into place without replacing anything, so a name is
+// taken atomically and a half-made VM is never visible. A creator killed
+// midway leaves a staging dir that Sweep removes.
+func Create(l Layout, name string, rec any, fill func(stagingData string) error) error {
+	final := l.VM(name)
+	self, err := Self()
+	if err != nil {
+		return err
+	}
+	staging := filepath.Join(l.VMsDir(), fmt.Sprintf(".new-%d-%d-%s", self.Pid, self.Start, name))
+	if err := os.Mkdir(staging, 0o700); err != nil {
+		return fmt.Errorf("create vm directory: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(staging)
+		}
+	}()
+	if _, err := os.Stat(final.Data); err == nil {
+		return ErrExists
+	}
+	if fill != nil {
+		if err := fill(staging); err != nil {
+			return err
+		}
+	}
+	if err := WriteJSON(filepath.Join(staging, recordFile), rec); err != nil {
+		return err
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, staging, unix.AT_FDCWD, final.Data, unix.RENAME_NOREPLACE); err != nil {
+		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
+			return ErrExists
+		}
+		return fmt.Errorf("create vm directory %s: %w", final.Data, err)
+	}
+	ok = true
+	return nil
+}
+
+// Remove deletes a VM's data and runtime dirs. The data dir is first
+// renamed out of the way, so the name is free at once and a removal cut
+// short is finished by the next Sweep.
+func Remove(l Layout, name string) error {
+	p := l.VM(name)
+	self, err := Self()
+	if err != nil {
+		return err
+	}
+	trash := filepath.Join(l.VMsDir(), fmt.Sprintf(".rm-%d-%d-%s", self.Pid, self.Start, name))
+	if err := os.Rename(p.Data, trash); err != nil {
+		if os.IsNotExist(err) {
+			return ErrNotFound
+		}
+		return fmt.Errorf("remove vm %q: %w", name, err)
+	}
+	if err := os.RemoveAll(p.Run); err != nil {
+		return fmt.Errorf("remove runtime dir of vm %q: %w", name, err)
+	}
+	if err := os.RemoveAll(trash); err != nil {
+		return fmt.Errorf("remove vm %q: %w", name, err)
+	}
+	return nil
+}
+
+// Names lists the VMs that exist, skipping staging and trash entries.
+func Names(l Layout) ([]string, error) {
+	ents, err := os.ReadDir(l.VMsDir())
+	if err != nil {
+		return nil, fmt.Errorf("list vms: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}
+
+// Sweep removes staging and trash dirs whose owning command is dead.
+func Sweep(l Layout) {
+	ents, err := os.ReadDir(l.VMsDir())
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if !strings.HasPrefix(n, ".new-") && !strings.HasPrefix(n, ".rm-") {
+			continue
+		}
+		f := strings.SplitN(n, "-", 4)
+		if len(f) != 4 {
+			continue
+		}
+		pid, err1 := strconv.Atoi(f[1])
+		start, err2 := strconv.ParseUint(f[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		if (Proc{Pid: pid, Start: start}).Alive() {
+			continue
+		}
+		if strings.HasPrefix(n, ".rm-") {
+			os.RemoveAll(filepath.Join(l.RunRoot, vmsDir, f[3]))
+		}
+		os.RemoveAll(filepath.Join(l.VMsDir(), n))
+	}
+}

@@ -1,0 +1,269 @@
+// Package supervise is the one process that lives beside each VM: it owns
+// QEMU, carries the serial console to a bounded log and to attached
+// clients, records how the VM ended, and cleans up after it.
+package supervise
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hutch-vm/hutch/internal/qemu"
+	"github.com/hutch-vm/hutch/internal/store"
+	"github.com/hutch-vm/hutch/internal/vm"
+)
+
+// qmpTimeout bounds QEMU's start-up: from exec to a QMP greeting, which
+// QEMU sends only once every device (and every port forward) is set up.
+const qmpTimeout = 45 * time.Second
+
+// Run supervises VM name until QEMU exits. ready gets one line (vm.Ready or
+// vm.NotReady) once QEMU is up or has failed; attach, if not nil, is a
+// console client connected from the start.
+func Run(l store.Layout, name string, ready *os.File, attach *os.File) error {
+	// QEMU gets SIGKILL when the thread that started it dies; pinning this
+	// goroutine to its thread makes that thread live as long as we do.
+	runtime.LockOSThread()
+	p := l.VM(name)
+	rec, err := store.Load[vm.Record](p)
+	if err != nil {
+		fail(ready, fmt.Errorf("read vm record: %w", err))
+		return err
+	}
+	s := &supervisor{paths: p, rec: rec}
+	cmd, err := s.start(attach)
+	if err != nil {
+		s.finish(-1, err.Error())
+		fail(ready, err)
+		s.cleanup(l)
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Ignore(syscall.SIGPIPE)
+
+	up := make(chan error, 1)
+	go func() {
+		q, err := qemu.DialQMP(p.QMP(), qmpTimeout)
+		if err == nil {
+			q.Close()
+		}
+		up <- err
+	}()
+	var werr error
+	waiting := true
+	for waiting {
+		select {
+		case err := <-up:
+			if err != nil {
+				slog.Error("qemu did not answer on qmp", "err", err)
+				cmd.Process.Kill()
+				continue
+			}
+			if ready != nil {
+				ready.WriteString(vm.Ready())
+				ready.Close()
+				ready = nil
+			}
+		case sig := <-sigs:
+			// Someone ends the supervisor: end the VM first, gracefully.
+			slog.Info("signal, terminating qemu", "signal", sig)
+			cmd.Process.Signal(syscall.SIGTERM)
+		case werr = <-exited:
+			waiting = false
+		}
+	}
+	code, reason := s.exitOf(cmd, werr)
+	if ready != nil {
+		fail(ready, errors.New(s.vmmError(reason)))
+	}
+	s.console.close()
+	s.finish(code, reason)
+	s.cleanup(l)
+	return nil
+}
+
+type supervisor struct {
+	paths   store.Paths
+	rec     vm.Record
+	console *mux
+}
+
+func fail(ready *os.File, err error) {
+	if ready != nil {
+		ready.WriteString(vm.NotReady(err))
+		ready.Close()
+	}
+}
+
+// start prepares the runtime dir, the console and QMP sockets, and execs
+// QEMU with them as inherited descriptors.
+func (s *supervisor) start(attach *os.File) (*exec.Cmd, error) {
+	run := s.paths.Run
+	if err := os.MkdirAll(run, 0o700); err != nil {
+		return nil, fmt.Errorf("create runtime dir: %w", err)
+	}
+	os.Remove(s.paths.QMP())
+	os.Remove(s.paths.Console())
+	old := unix.Umask(0o077) // sockets: owner only, from the moment they exist
+	qmpL, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.paths.QMP(), Net: "unix"})
+	if err != nil {
+		unix.Umask(old)
+		return nil, fmt.Errorf("listen on qmp socket: %w", err)
+	}
+	conL, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.paths.Console(), Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		qmpL.Close()
+		return nil, fmt.Errorf("listen on console socket: %w", err)
+	}
+	qmpL.SetUnlinkOnClose(false)
+	qmpFile, err := qmpL.File()
+	qmpL.Close()
+	if err != nil {
+		conL.Close()
+		return nil, fmt.Errorf("qmp socket: %w", err)
+	}
+	defer qmpFile.Close()
+
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		conL.Close()
+		return nil, fmt.Errorf("console socketpair: %w", err)
+	}
+	ours := os.NewFile(uintptr(fds[0]), "serial")
+	theirs := os.NewFile(uintptr(fds[1]), "serial-vmm")
+	defer theirs.Close()
+	serial, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		conL.Close()
+		return nil, fmt.Errorf("console socket: %w", err)
+	}
+	logw, err := openRing(s.paths.ConsoleLog(), consoleLogMax)
+	if err != nil {
+		conL.Close()
+		serial.Close()
+		return nil, err
+	}
+	s.console = newMux(serial, logw, conL)
+	if attach != nil {
+		if c, err := net.FileConn(attach); err == nil {
+			s.console.add(c)
+		}
+		attach.Close()
+	}
+	go s.console.run()
+
+	vmmLog, err := os.OpenFile(s.paths.VMMLog(), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open qemu log: %w", err)
+	}
+	defer vmmLog.Close()
+	cfg := s.rec.Plan.VMM
+	cmd := &exec.Cmd{
+		Path:   s.rec.Plan.QEMU,
+		Args:   cfg.Argv(s.rec.Plan.QEMU),
+		Env:    []string{},
+		Stdout: vmmLog,
+		Stderr: vmmLog,
+		// fd 3 and 4, as the plan's SerialFD and QMPFD say.
+		ExtraFiles:  []*os.File{theirs, qmpFile},
+		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+	}
+	if cfg.SerialFD != 3 || cfg.QMPFD != 4 {
+		return nil, fmt.Errorf("plan expects descriptors %d and %d, supervisor passes 3 and 4", cfg.SerialFD, cfg.QMPFD)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", s.rec.Plan.QEMU, err)
+	}
+	self, _ := store.Self()
+	vmm, _ := store.ProcOf(cmd.Process.Pid) // a QEMU already gone is seen at Wait
+	err = store.Update(s.paths, func(r *vm.Record) error {
+		r.Status = vm.Status{State: vm.StateRunning, Supervisor: self, VMM: vmm, Started: time.Now().UTC()}
+		return nil
+	})
+	if err != nil {
+		cmd.Process.Kill()
+		return nil, fmt.Errorf("record vm start: %w", err)
+	}
+	slog.Info("qemu started", "pid", cmd.Process.Pid, "argv", strings.Join(cmd.Args, " "))
+	return cmd, nil
+}
+
+// exitOf turns QEMU's end into an exit code (128+N for signal N, as shells
+// report it) and a reason a user can act on.
+func (s *supervisor) exitOf(cmd *exec.Cmd, werr error) (int, string) {
+	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ok {
+		return -1, fmt.Sprintf("qemu: %v", werr)
+	}
+	stopRequested := false
+	if rec, err := store.Load[vm.Record](s.paths); err == nil {
+		stopRequested = rec.Status.StopRequested
+	}
+	switch {
+	case ws.Signaled():
+		code := 128 + int(ws.Signal())
+		if stopRequested {
+			return code, "stopped by hutch stop (qemu ended by " + unix.SignalName(ws.Signal()) + ")"
+		}
+		return code, "qemu killed by signal " + unix.SignalName(ws.Signal())
+	case stopRequested:
+		return ws.ExitStatus(), "stopped by hutch stop"
+	case ws.ExitStatus() == 0:
+		return 0, "guest powered off"
+	default:
+		return ws.ExitStatus(), fmt.Sprintf("qemu exited with code %d", ws.ExitStatus())
+	}
+}
+
+// vmmError is the reason QEMU failed to start, from its own words.
+func (s *supervisor) vmmError(reason string) string {
+	b, _ := os.ReadFile(s.paths.VMMLog())
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if last := strings.TrimSpace(lines[len(lines)-1]); last != "" {
+		return last
+	}
+	return reason
+}
+
+// finish records how the VM ended.
+func (s *supervisor) finish(code int, reason string) {
+	err := store.Update(s.paths, func(r *vm.Record) error {
+		r.Status.State = vm.StateStopped
+		r.Status.ExitCode = &code
+		r.Status.Reason = reason
+		r.Status.Finished = time.Now().UTC()
+		return nil
+	})
+	if err != nil {
+		slog.Error("record vm exit", "err", err)
+	}
+	slog.Info("vm stopped", "code", code, "reason", reason)
+}
+
+// cleanup removes the sockets, and the whole VM when it was run with --rm.
+func (s *supervisor) cleanup(l store.Layout) {
+	if err := os.RemoveAll(s.paths.Run); err != nil {
+		slog.Error("remove runtime dir", "err", err)
+	}
+	if s.rec.Spec.Remove {
+		if err := store.Remove(l, s.rec.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
+			slog.Error("remove vm", "err", err)
+		}
+	}
+}

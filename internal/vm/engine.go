@@ -1,0 +1,318 @@
+package vm
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hutch-vm/hutch/internal/disk"
+	"github.com/hutch-vm/hutch/internal/netstack"
+	"github.com/hutch-vm/hutch/internal/qemu"
+	"github.com/hutch-vm/hutch/internal/store"
+)
+
+// Engine runs and manages the VMs of one layout.
+type Engine struct {
+	Layout store.Layout
+	// Self is this executable; it is run again as each VM's supervisor.
+	Self      string
+	KVMDevice string
+	// Notice receives one-line notices such as the TCG fallback.
+	Notice io.Writer
+}
+
+// SuperviseCommand is the hidden verb that turns hutch into a supervisor.
+const SuperviseCommand = "_supervise"
+
+// readyTimeout bounds how long run waits for QEMU to come up; QEMU is
+// running well before the guest boots, so this is generous.
+const readyTimeout = 60 * time.Second
+
+// Run creates and starts a VM and returns its name once the VMM runs.
+// console, when not nil, is handed to the supervisor as the first console
+// client, so an attached run sees the guest from its first byte.
+func (e *Engine) Run(s Spec, console *os.File) (string, error) {
+	generated := s.Name == ""
+	if generated {
+		s.Name = newName()
+	}
+	plan, err := e.plan(&s)
+	if err != nil {
+		return "", err
+	}
+	// Held from the check until QEMU has bound the ports, so two runs
+	// cannot both see a port free.
+	lk, err := store.Acquire(e.Layout.PortsLock())
+	if err != nil {
+		return "", err
+	}
+	defer lk.Release()
+	if err := netstack.CheckFree(s.Ports); err != nil {
+		return "", &InputError{msg: err.Error()}
+	}
+	rec := Record{Name: s.Name, Created: time.Now().UTC(), Spec: s, Plan: plan, Status: Status{State: StateCreated}}
+	fill := func(staging string) error {
+		for _, ov := range plan.Overlays {
+			if err := disk.CreateOverlay(ov.Base, ov.BaseFormat, filepath.Join(staging, filepath.Base(ov.Path))); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for {
+		err = store.Create(e.Layout, s.Name, rec, fill)
+		if !errors.Is(err, store.ErrExists) || !generated {
+			break
+		}
+		s.Name = newName()
+		if plan, err = e.plan(&s); err != nil {
+			return "", err
+		}
+		rec.Name, rec.Spec, rec.Plan = s.Name, s, plan
+	}
+	if errors.Is(err, store.ErrExists) {
+		return "", invalid("a vm named %q already exists: choose another --name, or remove it with hutch rm %s", s.Name, s.Name)
+	}
+	if err != nil {
+		return "", err
+	}
+	if err := e.startSupervisor(s.Name, console); err != nil {
+		// A VM that never ran leaves nothing behind.
+		if rmErr := e.Remove(s.Name, true); rmErr != nil {
+			slog.Warn("clean up after failed start", "vm", s.Name, "err", rmErr)
+		}
+		return "", fmt.Errorf("start vm %q: %w", s.Name, err)
+	}
+	return s.Name, nil
+}
+
+func (e *Engine) startSupervisor(name string, console *os.File) error {
+	p := e.Layout.VM(name)
+	logf, err := os.OpenFile(p.SuperLog(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open supervisor log: %w", err)
+	}
+	defer logf.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("create ready pipe: %w", err)
+	}
+	defer readyR.Close()
+	cmd := exec.Command(e.Self, SuperviseCommand, "--run-root", e.Layout.RunRoot, "--data-root", e.Layout.DataRoot, name)
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{readyW}
+	if console != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, console)
+		cmd.Args = append(cmd.Args[:2], append([]string{"--console"}, cmd.Args[2:]...)...)
+	}
+	// Its own session: the supervisor outlives this command and its terminal.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	readyW.Close()
+	if err != nil {
+		return fmt.Errorf("start supervisor: %w", err)
+	}
+	// Reap it if it ends while this command still runs (an attached run).
+	go cmd.Wait()
+
+	readyR.SetReadDeadline(time.Now().Add(readyTimeout))
+	line, err := bufio.NewReader(readyR).ReadString('\n')
+	line = strings.TrimSpace(line)
+	switch {
+	case line == readyOK:
+		return nil
+	case strings.HasPrefix(line, readyErr):
+		return errors.New(strings.TrimSpace(strings.TrimPrefix(line, readyErr)))
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("qemu did not come up within %s; see %s", readyTimeout, p.VMMLog())
+	default:
+		return fmt.Errorf("supervisor exited before the vm started; see %s", p.SuperLog())
+	}
+}
+
+// The supervisor's one-line report on its ready pipe.
+const (
+	readyOK  = "ready"
+	readyErr = "error:"
+)
+
+// Ready is what a supervisor writes when QEMU is up.
+func Ready() string { return readyOK + "\n" }
+
+// NotReady is what a supervisor writes when the VM failed to start.
+func NotReady(err error) string {
+	return readyErr + " " + strings.ReplaceAll(err.Error(), "\n", "; ") + "\n"
+}
+
+func newName() string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return "vm-" + hex.EncodeToString(b)
+}
+
+// Get returns a VM's record.
+func (e *Engine) Get(name string) (Record, error) {
+	if err := ValidName(name); err != nil {
+		return Record{}, err
+	}
+	rec, err := store.Load[Record](e.Layout.VM(name))
+	if errors.Is(err, store.ErrNotFound) {
+		return Record{}, fmt.Errorf("no such vm: %s", name)
+	}
+	return rec, err
+}
+
+// Inspect returns a VM's public view.
+func (e *Engine) Inspect(name string) (View, error) {
+	rec, err := e.Get(name)
+	if err != nil {
+		return View{}, err
+	}
+	return rec.view(), nil
+}
+
+// List returns the VMs, running ones only unless all, sorted by name. It
+// also finishes removals and creations that a killed command cut short.
+func (e *Engine) List(all bool) ([]View, error) {
+	store.Sweep(e.Layout)
+	names, err := store.Names(e.Layout)
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	views := []View{}
+	for _, n := range names {
+		rec, err := store.Load[Record](e.Layout.VM(n))
+		if errors.Is(err, store.ErrNotFound) {
+			continue // removed while listing
+		}
+		if err != nil {
+			return nil, err
+		}
+		v := rec.view()
+		if all || v.State == StateRunning {
+			views = append(views, v)
+		}
+	}
+	return views, nil
+}
+
+// Stop asks the guest to power down (ACPI), then after timeout sends QEMU
+// SIGTERM, then SIGKILL. Stopping a stopped VM succeeds.
+func (e *Engine) Stop(name string, timeout time.Duration) error {
+	rec, err := e.Get(name)
+	if err != nil {
+		return err
+	}
+	st := rec.live()
+	if st.State != StateRunning {
+		return nil
+	}
+	p := e.Layout.VM(name)
+	if err := store.Update(p, func(r *Record) error { r.Status.StopRequested = true; return nil }); err != nil {
+		return fmt.Errorf("stop vm %q: %w", name, err)
+	}
+	if q, err := qemu.DialQMP(p.QMP(), 2*time.Second); err == nil {
+		if err := q.Execute("system_powerdown"); err != nil {
+			slog.Debug("powerdown", "vm", name, "err", err)
+		}
+		q.Close()
+	}
+	if waitGone(st.Supervisor, timeout) {
+		return nil
+	}
+	st.VMM.Signal(syscall.SIGTERM)
+	if waitGone(st.Supervisor, 5*time.Second) {
+		return nil
+	}
+	return e.kill(name, st)
+}
+
+// Kill ends a running VM's QEMU at once.
+func (e *Engine) Kill(name string) error {
+	rec, err := e.Get(name)
+	if err != nil {
+		return err
+	}
+	st := rec.live()
+	if st.State != StateRunning {
+		return fmt.Errorf("vm %q is not running", name)
+	}
+	return e.kill(name, st)
+}
+
+func (e *Engine) kill(name string, st Status) error {
+	st.VMM.Signal(syscall.SIGKILL)
+	if waitGone(st.Supervisor, 5*time.Second) {
+		return nil
+	}
+	// A supervisor that does not notice its VMM died is broken; end it so
+	// the VM can be removed. Its VMM dies with it (parent-death signal).
+	st.Supervisor.Signal(syscall.SIGKILL)
+	if !waitGone(st.Supervisor, 5*time.Second) || !waitGone(st.VMM, 5*time.Second) {
+		return fmt.Errorf("vm %q: processes did not exit after SIGKILL", name)
+	}
+	return nil
+}
+
+// Remove deletes a VM: its record, logs, overlays and sockets, never a
+// base image or an attached disk. A running VM needs force.
+func (e *Engine) Remove(name string, force bool) error {
+	rec, err := e.Get(name)
+	if err != nil {
+		return err
+	}
+	st := rec.live()
+	if st.State == StateRunning && !force {
+		return fmt.Errorf("vm %q is running: stop it first with hutch stop %s, or use hutch rm -f", name, name)
+	}
+	// Whatever is left of it, supervisor or an orphaned VMM, goes first.
+	if st.Supervisor.Alive() || st.VMM.Alive() {
+		if err := e.kill(name, rec.Status); err != nil {
+			return err
+		}
+	}
+	if err := store.Remove(e.Layout, name); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// waitGone polls until p has exited or timeout passes.
+func waitGone(p store.Proc, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for p.Alive() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return true
+}
+
+// WaitStopped waits until the VM is no longer running (or is gone, for a
+// --rm VM) and returns its final view.
+func (e *Engine) WaitStopped(name string) (View, bool) {
+	for {
+		rec, err := store.Load[Record](e.Layout.VM(name))
+		if err != nil {
+			return View{}, false
+		}
+		if v := rec.view(); v.State != StateRunning {
+			return v, true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,112 @@
+package vm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+
+	"github.com/hutch-vm/hutch/internal/disk"
+	"github.com/hutch-vm/hutch/internal/identity"
+	"github.com/hutch-vm/hutch/internal/netstack"
+	"github.com/hutch-vm/hutch/internal/qemu"
+)
+
+// The descriptors the supervisor hands QEMU, after stdin, stdout, stderr.
+const (
+	serialFD = 3
+	qmpFD    = 4
+)
+
+// plan resolves s against the host. It reads but changes nothing; the
+// overlay it names is made later, inside the VM's new data dir.
+func (e *Engine) plan(s *Spec) (Plan, error) {
+	bin, err := exec.LookPath(qemu.Binary)
+	if err != nil {
+		return Plan{}, fmt.Errorf("%s not found on PATH: install it (Debian: apt-get install qemu-system-x86)", qemu.Binary)
+	}
+	id, err := identity.Caller()
+	if err != nil {
+		return Plan{}, err
+	}
+	cfg := qemu.Config{CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, SerialFD: serialFD, QMPFD: qmpFD, Machine: qemu.Q35}
+	for _, f := range []struct {
+		flag string
+		path *string
+	}{{"--kernel", &s.Kernel}, {"--initrd", &s.Initrd}, {"IMAGE", &s.Image}} {
+		if *f.path == "" {
+			continue
+		}
+		if *f.path, err = readable(f.flag, *f.path, os.O_RDONLY); err != nil {
+			return Plan{}, err
+		}
+	}
+	if s.Kernel != "" {
+		cfg.Machine = qemu.MicroVM
+		cfg.Kernel, cfg.Initrd, cfg.Append = s.Kernel, s.Initrd, s.Append
+	}
+	var overlays []Overlay
+	if s.Image != "" {
+		format, err := disk.Format(s.Image)
+		if err != nil {
+			return Plan{}, &InputError{msg: err.Error()}
+		}
+		// The base's format goes into the overlay's header, so QEMU never
+		// probes (and never trusts) a raw base's content.
+		ov := Overlay{Path: e.Layout.VM(s.Name).Overlay(0), Base: s.Image, BaseFormat: format}
+		overlays = append(overlays, ov)
+		cfg.Drives = append(cfg.Drives, qemu.Drive{Path: ov.Path, Format: "qcow2"})
+	}
+	for i, d := range s.Disks {
+		mode := os.O_RDWR
+		if d.ReadOnly {
+			mode = os.O_RDONLY
+		}
+		if s.Disks[i].Path, err = readable("--disk", d.Path, mode); err != nil {
+			return Plan{}, err
+		}
+		format, err := disk.Format(s.Disks[i].Path)
+		if err != nil {
+			return Plan{}, &InputError{msg: err.Error()}
+		}
+		cfg.Drives = append(cfg.Drives, qemu.Drive{Path: s.Disks[i].Path, Format: format, ReadOnly: d.ReadOnly})
+	}
+	if s.Network == NetSlirp {
+		cfg.Netdev = netstack.SlirpNetdev("n0", s.Ports)
+	}
+	accel, notice := qemu.Probe(e.KVMDevice)
+	cfg.Accel = accel
+	if notice != "" && e.Notice != nil {
+		fmt.Fprintf(e.Notice, "hutch: %s\n", notice)
+	}
+	return Plan{QEMU: bin, VMM: cfg, Identity: id, Overlays: overlays, RunDir: e.Layout.VM(s.Name).Run}, nil
+}
+
+// readable makes path absolute and checks this user can open it as the
+// VMM will, so a bad path fails here and not inside QEMU.
+func readable(flag, path string, mode int) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", invalid("%s %s: %v", flag, path, err)
+	}
+	f, err := os.OpenFile(abs, mode, 0)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "", invalid("%s %s does not exist: check the path", flag, path)
+	case errors.Is(err, os.ErrPermission), errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EROFS):
+		what := "read"
+		if mode == os.O_RDWR {
+			what = "write"
+		}
+		return "", invalid("%s %s: this user cannot %s it; fix its permissions or pass a copy you own", flag, path, what)
+	case err != nil:
+		return "", invalid("%s %s: %v", flag, path, err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		return "", invalid("%s %s is a directory: give a file", flag, path)
+	}
+	return abs, nil
+}

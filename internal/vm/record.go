@@ -1,0 +1,131 @@
+package vm
+
+import (
+	"time"
+
+	"github.com/hutch-vm/hutch/internal/identity"
+	"github.com/hutch-vm/hutch/internal/netstack"
+	"github.com/hutch-vm/hutch/internal/qemu"
+	"github.com/hutch-vm/hutch/internal/store"
+)
+
+// States a VM is reported in.
+const (
+	StateCreated = "created"
+	StateRunning = "running"
+	StateStopped = "stopped"
+)
+
+// Plan is a Spec resolved against the host: who runs the VMM, which binary,
+// which accelerator, which files.
+type Plan struct {
+	QEMU     string            `json:"qemu"`
+	VMM      qemu.Config       `json:"vmm"`
+	Identity identity.Identity `json:"identity"`
+	// Overlays are the files hutch made for this VM and removes with it.
+	Overlays []Overlay `json:"overlays,omitempty"`
+	RunDir   string    `json:"runDir"`
+}
+
+// Overlay is a qcow2 file over a base image that is never written.
+type Overlay struct {
+	Path       string `json:"path"`
+	Base       string `json:"base"`
+	BaseFormat string `json:"baseFormat"`
+}
+
+// Record is what hutch keeps about one VM, in its data dir.
+type Record struct {
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+	Spec    Spec      `json:"spec"`
+	Plan    Plan      `json:"plan"`
+	Status  Status    `json:"status"`
+}
+
+// Status is written by the supervisor as the VM moves through its life.
+// State is never trusted alone: a running record whose supervisor is gone
+// is reported stopped.
+type Status struct {
+	State         string     `json:"state"`
+	Supervisor    store.Proc `json:"supervisor"`
+	VMM           store.Proc `json:"vmm"`
+	Started       time.Time  `json:"started,omitzero"`
+	Finished      time.Time  `json:"finished,omitzero"`
+	ExitCode      *int       `json:"exitCode,omitempty"`
+	Reason        string     `json:"reason,omitempty"`
+	StopRequested bool       `json:"stopRequested,omitempty"`
+}
+
+// View is the public face of a VM, printed by inspect and ps.
+type View struct {
+	Name       string             `json:"name"`
+	State      string             `json:"state"`
+	Pid        int                `json:"pid"`
+	UID        int                `json:"uid"`
+	GID        int                `json:"gid"`
+	Groups     []int              `json:"groups"`
+	RuntimeDir string             `json:"runtimeDir"`
+	Accel      string             `json:"accel"`
+	Machine    string             `json:"machine"`
+	CPUs       int                `json:"cpus"`
+	MemoryMiB  int                `json:"memoryMiB"`
+	Network    string             `json:"network"`
+	Ports      []netstack.Forward `json:"ports"`
+	Image      string             `json:"image,omitempty"`
+	Kernel     string             `json:"kernel,omitempty"`
+	Created    time.Time          `json:"created"`
+	Started    *time.Time         `json:"started,omitempty"`
+	Finished   *time.Time         `json:"finished,omitempty"`
+	ExitCode   *int               `json:"exitCode,omitempty"`
+	Reason     string             `json:"reason,omitempty"`
+	Command    []string           `json:"command"`
+}
+
+// live is the record's status checked against the process table.
+func (r Record) live() Status {
+	s := r.Status
+	if s.State == StateRunning && !s.Supervisor.Alive() {
+		s.State = StateStopped
+		if s.VMM.Alive() {
+			s.Reason = "supervisor died; the VMM is orphaned (hutch rm -f cleans it up)"
+		} else {
+			s.Reason = "supervisor died unexpectedly"
+		}
+	}
+	return s
+}
+
+func (r Record) view() View {
+	s := r.live()
+	v := View{
+		Name: r.Name, State: s.State, UID: r.Plan.Identity.UID, GID: r.Plan.Identity.GID,
+		Groups: r.Plan.Identity.Groups, RuntimeDir: r.Plan.RunDir, Accel: r.Plan.VMM.Accel,
+		Machine: r.Plan.VMM.Machine, CPUs: r.Spec.CPUs, MemoryMiB: r.Spec.MemoryMiB,
+		Network: r.Spec.Network, Ports: r.Spec.Ports, Image: r.Spec.Image, Kernel: r.Spec.Kernel,
+		Created: r.Created, Reason: s.Reason, Command: r.Plan.VMM.Argv(r.Plan.QEMU),
+	}
+	if v.Groups == nil {
+		v.Groups = []int{}
+	}
+	if v.Ports == nil {
+		v.Ports = []netstack.Forward{}
+	}
+	if s.State == StateRunning {
+		v.Pid = s.VMM.Pid
+	}
+	if !s.Started.IsZero() {
+		v.Started = &s.Started
+	}
+	if s.State == StateStopped {
+		if !s.Finished.IsZero() {
+			v.Finished = &s.Finished
+		}
+		v.ExitCode = s.ExitCode
+		if v.ExitCode == nil {
+			unknown := -1
+			v.ExitCode = &unknown
+		}
+	}
+	return v
+}

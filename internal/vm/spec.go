@@ -1,0 +1,187 @@
+// Package vm is the engine: it turns what a user asked for (Spec) into a
+// resolved Plan, starts the VM's supervisor, and drives the lifecycle.
+package vm
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/hutch-vm/hutch/internal/netstack"
+)
+
+// InputError is an error in what the user asked for; the CLI exits 2.
+type InputError struct{ msg string }
+
+func (e *InputError) Error() string { return e.msg }
+
+func invalid(format string, a ...any) error { return &InputError{msg: fmt.Sprintf(format, a...)} }
+
+// IsInput reports whether err comes from bad input.
+func IsInput(err error) bool {
+	var ie *InputError
+	return errors.As(err, &ie)
+}
+
+// Options is a run request as the user wrote it.
+type Options struct {
+	Name    string
+	CPUs    int
+	Memory  string
+	Kernel  string
+	Initrd  string
+	Append  string
+	Image   string
+	Disks   []string
+	Publish []string
+	Network string
+	Remove  bool
+}
+
+// Spec is a validated run request.
+type Spec struct {
+	Name      string             `json:"name"`
+	CPUs      int                `json:"cpus"`
+	MemoryMiB int                `json:"memoryMiB"`
+	Kernel    string             `json:"kernel,omitempty"`
+	Initrd    string             `json:"initrd,omitempty"`
+	Append    string             `json:"append,omitempty"`
+	Image     string             `json:"image,omitempty"`
+	Disks     []Disk             `json:"disks,omitempty"`
+	Ports     []netstack.Forward `json:"ports"`
+	Network   string             `json:"network"`
+	Remove    bool               `json:"remove,omitempty"`
+}
+
+// Disk is an extra disk attached as it is (not through an overlay).
+type Disk struct {
+	Path     string `json:"path"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
+}
+
+// Networks hutch knows.
+const (
+	NetSlirp = "slirp"
+	NetNone  = "none"
+)
+
+// Defaults for a run that does not say.
+const (
+	DefaultCPUs      = 1
+	DefaultMemoryMiB = 512
+	minMemoryMiB     = 16
+	maxCPUs          = 255
+)
+
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+// ValidName checks a VM name; names become directory names, so nothing
+// that could climb out of the state dir gets through.
+func ValidName(name string) error {
+	if !nameRE.MatchString(name) {
+		return invalid("invalid name %q: use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// ParseSpec validates o. It only checks what can be checked without the
+// host; files and tools are checked when the plan is made.
+func ParseSpec(o Options) (Spec, error) {
+	s := Spec{Name: o.Name, CPUs: o.CPUs, Kernel: o.Kernel, Initrd: o.Initrd, Append: o.Append,
+		Image: o.Image, Network: o.Network, Remove: o.Remove, Ports: []netstack.Forward{}}
+	if s.Name != "" {
+		if err := ValidName(s.Name); err != nil {
+			return Spec{}, err
+		}
+	}
+	if s.CPUs == 0 {
+		s.CPUs = DefaultCPUs
+	}
+	if s.CPUs < 1 || s.CPUs > maxCPUs {
+		return Spec{}, invalid("invalid --cpus %d: give a number from 1 to %d", o.CPUs, maxCPUs)
+	}
+	s.MemoryMiB = DefaultMemoryMiB
+	if o.Memory != "" {
+		m, err := ParseMemory(o.Memory)
+		if err != nil {
+			return Spec{}, err
+		}
+		s.MemoryMiB = m
+	}
+	switch {
+	case s.Kernel == "" && s.Image == "":
+		return Spec{}, invalid("nothing to boot: give an IMAGE or --kernel PATH")
+	case s.Kernel != "" && s.Image != "":
+		return Spec{}, invalid("both IMAGE and --kernel given: boot one (pass the image as --disk to attach it)")
+	case s.Kernel == "" && (s.Initrd != "" || s.Append != ""):
+		return Spec{}, invalid("--initrd and --append need --kernel")
+	}
+	for _, d := range o.Disks {
+		disk := Disk{Path: d}
+		if p, ok := strings.CutSuffix(d, ",ro"); ok {
+			disk = Disk{Path: p, ReadOnly: true}
+		}
+		if disk.Path == "" {
+			return Spec{}, invalid("invalid --disk %q: give PATH or PATH,ro", d)
+		}
+		s.Disks = append(s.Disks, disk)
+	}
+	switch s.Network {
+	case "":
+		s.Network = NetSlirp
+	case NetSlirp, NetNone:
+	default:
+		return Spec{}, invalid("unknown --network %q: use slirp or none", s.Network)
+	}
+	for _, p := range o.Publish {
+		fwds, err := netstack.ParsePublish(p)
+		if err != nil {
+			return Spec{}, invalid("%v", err)
+		}
+		s.Ports = append(s.Ports, fwds...)
+	}
+	if len(s.Ports) > 0 && s.Network == NetNone {
+		return Spec{}, invalid("-p needs a network: drop --network none")
+	}
+	return s, nil
+}
+
+var sizeRE = regexp.MustCompile(`^([0-9]+)([KMGT]?)(I?B)?$`)
+
+// ParseMemory reads a memory size: a number with an optional binary unit
+// (K, M, G, T; "MiB", "MB" and "M" all mean 2^20); a bare number is MiB,
+// as for QEMU's -m and virt-install.
+func ParseMemory(s string) (int, error) {
+	m := sizeRE.FindStringSubmatch(strings.ToUpper(s))
+	if m == nil {
+		return 0, invalid("invalid --memory %q: give a size such as 256M or 2G", s)
+	}
+	n, err := strconv.ParseUint(m[1], 10, 64)
+	if err != nil || n > 1<<40 {
+		return 0, invalid("invalid --memory %q: too large", s)
+	}
+	var kib uint64
+	switch m[2] {
+	case "K":
+		kib = n
+	case "", "M":
+		kib = n << 10
+	case "G":
+		kib = n << 20
+	case "T":
+		kib = n << 30
+	}
+	if kib > 1<<32 {
+		return 0, invalid("invalid --memory %q: at most 4T", s)
+	}
+	if kib%1024 != 0 {
+		return 0, invalid("invalid --memory %q: give a whole number of MiB", s)
+	}
+	mib := int(kib >> 10)
+	if mib < minMemoryMiB {
+		return 0, invalid("invalid --memory %q: a VM needs at least %dM", s, minMemoryMiB)
+	}
+	return mib, nil
+}
