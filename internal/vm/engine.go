@@ -94,6 +94,9 @@ func (e *Engine) Run(s Spec, console *os.File) (string, error) {
 		}
 		return "", fmt.Errorf("start vm %q: %w", s.Name, err)
 	}
+	if plan.notice != "" && e.Notice != nil {
+		fmt.Fprintf(e.Notice, "hutch: %s\n", plan.notice)
+	}
 	return s.Name, nil
 }
 

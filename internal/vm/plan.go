@@ -43,9 +43,17 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 			return Plan{}, err
 		}
 	}
+	accel, notice := qemu.Probe(e.KVMDevice)
+	cfg.Accel = accel
 	if s.Kernel != "" {
-		cfg.Machine = qemu.MicroVM
 		cfg.Kernel, cfg.Initrd, cfg.Append = s.Kernel, s.Initrd, s.Append
+		// microvm skips firmware and PCI, but its only clocks are the TSC
+		// and the PIT: under TCG on a busy host the guest kernel can fail
+		// to calibrate the TSC against the PIT and then hangs. With KVM the
+		// guest has kvmclock and microvm is safe.
+		if accel == "kvm" {
+			cfg.Machine = qemu.MicroVM
+		}
 	}
 	var overlays []Overlay
 	if s.Image != "" {
@@ -76,12 +84,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 	if s.Network == NetSlirp {
 		cfg.Netdev = netstack.SlirpNetdev("n0", s.Ports)
 	}
-	accel, notice := qemu.Probe(e.KVMDevice)
-	cfg.Accel = accel
-	if notice != "" && e.Notice != nil {
-		fmt.Fprintf(e.Notice, "hutch: %s\n", notice)
-	}
-	return Plan{QEMU: bin, VMM: cfg, Identity: id, Overlays: overlays, RunDir: e.Layout.VM(s.Name).Run}, nil
+	return Plan{QEMU: bin, VMM: cfg, Identity: id, Overlays: overlays, RunDir: e.Layout.VM(s.Name).Run, notice: notice}, nil
 }
 
 // readable makes path absolute and checks this user can open it as the

@@ -25,6 +25,8 @@ type Plan struct {
 	// Overlays are the files hutch made for this VM and removes with it.
 	Overlays []Overlay `json:"overlays,omitempty"`
 	RunDir   string    `json:"runDir"`
+	// notice is said to the user once the VM has started (the TCG fallback).
+	notice string
 }
 
 // Overlay is a qcow2 file over a base image that is never written.
@@ -59,27 +61,29 @@ type Status struct {
 
 // View is the public face of a VM, printed by inspect and ps.
 type View struct {
-	Name       string             `json:"name"`
-	State      string             `json:"state"`
-	Pid        int                `json:"pid"`
-	UID        int                `json:"uid"`
-	GID        int                `json:"gid"`
-	Groups     []int              `json:"groups"`
-	RuntimeDir string             `json:"runtimeDir"`
-	Accel      string             `json:"accel"`
-	Machine    string             `json:"machine"`
-	CPUs       int                `json:"cpus"`
-	MemoryMiB  int                `json:"memoryMiB"`
-	Network    string             `json:"network"`
-	Ports      []netstack.Forward `json:"ports"`
-	Image      string             `json:"image,omitempty"`
-	Kernel     string             `json:"kernel,omitempty"`
-	Created    time.Time          `json:"created"`
-	Started    *time.Time         `json:"started,omitempty"`
-	Finished   *time.Time         `json:"finished,omitempty"`
-	ExitCode   *int               `json:"exitCode,omitempty"`
-	Reason     string             `json:"reason,omitempty"`
-	Command    []string           `json:"command"`
+	Name  string `json:"name"`
+	State string `json:"state"`
+	Pid   int    `json:"pid"`
+	// SupervisorPid is hutch's own process beside the VM, 0 when stopped.
+	SupervisorPid int                `json:"supervisorPid"`
+	UID           int                `json:"uid"`
+	GID           int                `json:"gid"`
+	Groups        []int              `json:"groups"`
+	RuntimeDir    string             `json:"runtimeDir"`
+	Accel         string             `json:"accel"`
+	Machine       string             `json:"machine"`
+	CPUs          int                `json:"cpus"`
+	MemoryMiB     int                `json:"memoryMiB"`
+	Network       string             `json:"network"`
+	Ports         []netstack.Forward `json:"ports"`
+	Image         string             `json:"image,omitempty"`
+	Kernel        string             `json:"kernel,omitempty"`
+	Created       time.Time          `json:"created"`
+	Started       *time.Time         `json:"started,omitempty"`
+	Finished      *time.Time         `json:"finished,omitempty"`
+	ExitCode      *int               `json:"exitCode,omitempty"`
+	Reason        string             `json:"reason,omitempty"`
+	Command       []string           `json:"command"`
 }
 
 // live is the record's status checked against the process table.
@@ -113,6 +117,7 @@ func (r Record) view() View {
 	}
 	if s.State == StateRunning {
 		v.Pid = s.VMM.Pid
+		v.SupervisorPid = s.Supervisor.Pid
 	}
 	if !s.Started.IsZero() {
 		v.Started = &s.Started
