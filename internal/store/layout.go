@@ -127,13 +127,13 @@ type Paths struct {
 	Run  string // sockets; private, removed when the VM stops
 }
 
-func (p Paths) Record() string      { return filepath.Join(p.Data, recordFile) }
-func (p Paths) Lock() string        { return filepath.Join(p.Data, lockFile) }
-func (p Paths) ConsoleLog() string  { return filepath.Join(p.Data, consoleLogFile) }
-func (p Paths) VMMLog() string      { return filepath.Join(p.Data, vmmLogFile) }
-func (p Paths) SuperLog() string    { return filepath.Join(p.Data, superLogFile) }
-func (p Paths) QMP() string         { return filepath.Join(p.Run, qmpSocket) }
-func (p Paths) Console() string     { return filepath.Join(p.Run, consoleSocket) }
+func (p Paths) Record() string     { return filepath.Join(p.Data, recordFile) }
+func (p Paths) Lock() string       { return filepath.Join(p.Data, lockFile) }
+func (p Paths) ConsoleLog() string { return filepath.Join(p.Data, consoleLogFile) }
+func (p Paths) VMMLog() string     { return filepath.Join(p.Data, vmmLogFile) }
+func (p Paths) SuperLog() string   { return filepath.Join(p.Data, superLogFile) }
+func (p Paths) QMP() string        { return filepath.Join(p.Run, qmpSocket) }
+func (p Paths) Console() string    { return filepath.Join(p.Run, consoleSocket) }
 func (p Paths) Overlay(i int) string {
 	return filepath.Join(p.Data, fmt.Sprintf("disk%d.qcow2", i))
 }

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -135,7 +137,7 @@ func Create(l Layout, name string, rec any, fill func(stagingData string) error)
 	if err != nil {
 		return err
 	}
-	staging := filepath.Join(l.VMsDir(), fmt.Sprintf(".new-%d-%d-%s", self.Pid, self.Start, name))
+	staging := filepath.Join(l.VMsDir(), tempName(".new", self, name))
 	if err := os.Mkdir(staging, 0o700); err != nil {
 		return fmt.Errorf("create vm directory: %w", err)
 	}
@@ -175,7 +177,7 @@ func Remove(l Layout, name string) error {
 	if err != nil {
 		return err
 	}
-	trash := filepath.Join(l.VMsDir(), fmt.Sprintf(".rm-%d-%d-%s", self.Pid, self.Start, name))
+	trash := filepath.Join(l.VMsDir(), tempName(".rm", self, name))
 	if err := os.Rename(p.Data, trash); err != nil {
 		if os.IsNotExist(err) {
 			return ErrNotFound
@@ -217,8 +219,8 @@ func Sweep(l Layout) {
 		if !strings.HasPrefix(n, ".new-") && !strings.HasPrefix(n, ".rm-") {
 			continue
 		}
-		f := strings.SplitN(n, "-", 4)
-		if len(f) != 4 {
+		f := strings.SplitN(n, "-", 5)
+		if len(f) != 5 {
 			continue
 		}
 		pid, err1 := strconv.Atoi(f[1])
@@ -230,8 +232,17 @@ func Sweep(l Layout) {
 			continue
 		}
 		if strings.HasPrefix(n, ".rm-") {
-			os.RemoveAll(filepath.Join(l.RunRoot, vmsDir, f[3]))
+			os.RemoveAll(filepath.Join(l.RunRoot, vmsDir, f[4]))
 		}
 		os.RemoveAll(filepath.Join(l.VMsDir(), n))
 	}
+}
+
+// tempName names a staging or trash dir after the command that owns it
+// (so Sweep can tell when it is dead) plus a random part (so one command
+// can own several).
+func tempName(kind string, owner Proc, name string) string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return fmt.Sprintf("%s-%d-%d-%s-%s", kind, owner.Pid, owner.Start, hex.EncodeToString(b), name)
 }

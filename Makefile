@@ -1,0 +1,33 @@
+# hutch: build, demo, test, bench. Targets that install packages or create
+# users need root (they use apt-get and useradd); hutch itself never runs
+# VMs as root.
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+GO ?= go
+DEMO_USER ?= hutchdemo
+CACHE ?= /var/tmp/hutch-test-cache
+PACKAGES := qemu-system-x86 qemu-utils passt busybox-static linux-image-cloud-amd64 \
+	syslinux syslinux-common mtools dosfstools socat curl procps iproute2 uidmap
+
+.PHONY: build deps demo test unit bench
+build:
+	$(GO) build -o bin/hutch ./cmd/hutch
+
+deps:
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(PACKAGES) >/dev/null
+
+# Boot the test guest as an unprivileged user with a forwarded port, fetch
+# its page, and clean up.
+demo: deps build
+	./scripts/demo.sh "$(DEMO_USER)" "$(CACHE)"
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 40m ./...
+
+unit:
+	$(GO) test -count=1 ./internal/...
+
+bench: deps build
+	./bench/run.sh

@@ -1,0 +1,155 @@
+package store
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+type rec struct{ N int }
+
+func testLayout(t *testing.T) Layout {
+	d := t.TempDir()
+	l := Layout{RunRoot: filepath.Join(d, "run"), DataRoot: filepath.Join(d, "data")}
+	for _, p := range []string{filepath.Join(l.RunRoot, vmsDir), l.VMsDir()} {
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return l
+}
+
+func TestCreateTakesANameOnce(t *testing.T) {
+	l := testLayout(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 10)
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			errs <- Create(l, "web", rec{i}, nil)
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	won := 0
+	for err := range errs {
+		switch err {
+		case nil:
+			won++
+		case ErrExists:
+		default:
+			t.Errorf("Create: %v", err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d creators got the name, want 1", won)
+	}
+	names, _ := Names(l)
+	if len(names) != 1 || names[0] != "web" {
+		t.Errorf("Names = %v (staging dirs must not show)", names)
+	}
+}
+
+func TestUpdateIsSerialised(t *testing.T) {
+	l := testLayout(t)
+	if err := Create(l, "web", rec{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := l.VM("web")
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := Update(p, func(r *rec) error { r.N++; return nil }); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	r, err := Load[rec](p)
+	if err != nil || r.N != 50 {
+		t.Fatalf("after 50 updates: %+v, %v", r, err)
+	}
+	if err := Remove(l, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load[rec](p); err != ErrNotFound {
+		t.Errorf("Load after Remove: %v", err)
+	}
+	if err := Update(p, func(r *rec) error { return nil }); err != ErrNotFound {
+		t.Errorf("Update after Remove: %v", err)
+	}
+}
+
+func TestSweepRemovesLeftoversOfDeadCommands(t *testing.T) {
+	l := testLayout(t)
+	self, _ := Self()
+	dead := filepath.Join(l.VMsDir(), ".new-999999-1-abcd-web")
+	live := filepath.Join(l.VMsDir(), fmt.Sprintf(".rm-%d-%d-abcd-db", self.Pid, self.Start))
+	for _, d := range []string{dead, live} {
+		os.Mkdir(d, 0o700)
+	}
+	Sweep(l)
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Errorf("staging dir of a dead command survives Sweep")
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("Sweep removed the dir of a live command: %v", err)
+	}
+}
+
+func TestEnsurePrivateDirRefusesLooseDirs(t *testing.T) {
+	d := t.TempDir()
+	uid := os.Getuid()
+	loose := filepath.Join(d, "loose")
+	os.Mkdir(loose, 0o755)
+	if err := ensurePrivateDir(loose, uid, true); err == nil || !strings.Contains(err.Error(), "chmod 700") {
+		t.Errorf("0755 dir: %v", err)
+	}
+	link := filepath.Join(d, "link")
+	os.Symlink(loose, link)
+	if err := ensurePrivateDir(link, uid, true); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("symlink: %v", err)
+	}
+	if err := ensurePrivateDir(filepath.Join(d, "fresh"), uid, true); err != nil {
+		t.Errorf("fresh dir: %v", err)
+	}
+	if err := ensurePrivateDir(filepath.Join(d, "fresh"), uid+1, false); err == nil || !strings.Contains(err.Error(), "owned by uid") {
+		t.Errorf("foreign owner: %v", err)
+	}
+}
+
+func TestWriteJSONLeavesNoTemporaries(t *testing.T) {
+	d := t.TempDir()
+	p := filepath.Join(d, "x.json")
+	for i := 0; i < 3; i++ {
+		if err := WriteJSON(p, rec{i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ents, _ := os.ReadDir(d)
+	if len(ents) != 1 {
+		t.Errorf("dir holds %d entries, want only x.json", len(ents))
+	}
+}
+
+func TestProcAlive(t *testing.T) {
+	self, err := Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !self.Alive() {
+		t.Error("self is not alive")
+	}
+	if (Proc{Pid: self.Pid, Start: self.Start + 1}).Alive() {
+		t.Error("a pid with another start time counts as alive")
+	}
+	if (Proc{}).Alive() {
+		t.Error("the zero Proc is alive")
+	}
+}

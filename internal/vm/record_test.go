@@ -1,0 +1,30 @@
+package vm
+
+import (
+	"os"
+	"testing"
+
+	"github.com/hutch-vm/hutch/internal/store"
+)
+
+// A record that says running is only believed while its supervisor lives.
+func TestLiveStatusDistrustsDeadSupervisor(t *testing.T) {
+	self, err := store.Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := Record{Status: Status{State: StateRunning, Supervisor: self}}
+	if v := rec.view(); v.State != StateRunning {
+		t.Errorf("live supervisor: state %s", v.State)
+	}
+	// Same pid, another start time: a reused pid is not our supervisor.
+	rec.Status.Supervisor = store.Proc{Pid: os.Getpid(), Start: self.Start + 1}
+	v := rec.view()
+	if v.State != StateStopped || v.Reason != "supervisor died unexpectedly" || v.Pid != 0 || v.ExitCode == nil {
+		t.Errorf("dead supervisor: %+v", v)
+	}
+	rec.Status.VMM = self
+	if v := rec.view(); v.Reason != "supervisor died; the VMM is orphaned (hutch rm -f cleans it up)" {
+		t.Errorf("orphaned vmm: reason %q", v.Reason)
+	}
+}

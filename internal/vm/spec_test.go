@@ -1,0 +1,71 @@
+package vm
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseMemory(t *testing.T) {
+	good := map[string]int{"256M": 256, "256": 256, "2G": 2048, "1g": 1024, "512MiB": 512, "1GB": 1024, "16384K": 16, "1T": 1 << 20}
+	for in, want := range good {
+		got, err := ParseMemory(in)
+		if err != nil || got != want {
+			t.Errorf("ParseMemory(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	bad := map[string]string{"0": "at least 16M", "lots": "give a size", "": "give a size", "-1G": "give a size",
+		"15M": "at least 16M", "1500K": "whole number of MiB", "5T": "at most 4T", "99999999999999999999G": "too large", "1.5G": "give a size"}
+	for in, want := range bad {
+		_, err := ParseMemory(in)
+		if err == nil || !strings.Contains(err.Error(), want) || !IsInput(err) {
+			t.Errorf("ParseMemory(%q) error = %v, want an input error containing %q", in, err, want)
+		}
+	}
+}
+
+func TestValidName(t *testing.T) {
+	for _, n := range []string{"web", "a", "vm-1.test_2", strings.Repeat("x", 63)} {
+		if err := ValidName(n); err != nil {
+			t.Errorf("ValidName(%q): %v", n, err)
+		}
+	}
+	for _, n := range []string{"", "..", ".", "a/b", "-x", ".hidden", "a b", strings.Repeat("x", 64), "ü"} {
+		if err := ValidName(n); err == nil {
+			t.Errorf("ValidName(%q) accepted", n)
+		}
+	}
+}
+
+func TestParseSpec(t *testing.T) {
+	s, err := ParseSpec(Options{Kernel: "k", Publish: []string{"8080:80", "127.0.0.1:5353:53/udp"}, Disks: []string{"a.img", "b.img,ro"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.CPUs != DefaultCPUs || s.MemoryMiB != DefaultMemoryMiB || s.Network != NetSlirp || len(s.Ports) != 2 {
+		t.Errorf("defaults not applied: %+v", s)
+	}
+	if s.Disks[0] != (Disk{Path: "a.img"}) || s.Disks[1] != (Disk{Path: "b.img", ReadOnly: true}) {
+		t.Errorf("disks = %+v", s.Disks)
+	}
+	bad := []struct {
+		o    Options
+		want string
+	}{
+		{Options{}, "nothing to boot"},
+		{Options{Kernel: "k", Image: "i"}, "both IMAGE and --kernel"},
+		{Options{Image: "i", Append: "x"}, "need --kernel"},
+		{Options{Kernel: "k", CPUs: -1}, "invalid --cpus"},
+		{Options{Kernel: "k", CPUs: 1000}, "invalid --cpus"},
+		{Options{Kernel: "k", Network: "tap"}, "unknown --network"},
+		{Options{Kernel: "k", Network: NetNone, Publish: []string{"80:80"}}, "-p needs a network"},
+		{Options{Kernel: "k", Publish: []string{"80"}}, "host port is required"},
+		{Options{Kernel: "k", Disks: []string{",ro"}}, "invalid --disk"},
+		{Options{Kernel: "k", Name: "../x"}, "invalid name"},
+	}
+	for _, tt := range bad {
+		_, err := ParseSpec(tt.o)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !IsInput(err) {
+			t.Errorf("ParseSpec(%+v) error = %v, want input error with %q", tt.o, err, tt.want)
+		}
+	}
+}
