@@ -35,7 +35,7 @@ func main() {
 		return usageError{fmt.Errorf("%w (see hutch %s --help)", err, c.Name())}
 	})
 	root.AddCommand(runCmd(), psCmd(), inspectCmd(), logsCmd(), consoleCmd(), stopCmd(),
-		killCmd(), rmCmd(), portCmd(), versionCmd(), superviseCmd())
+		killCmd(), rmCmd(), portCmd(), checkCmd(), versionCmd(), superviseCmd())
 	err := root.Execute()
 	if err == nil {
 		return

@@ -42,6 +42,9 @@ func psCmd() *cobra.Command {
 				if v.State == vm.StateStopped && v.ExitCode != nil {
 					state = fmt.Sprintf("stopped (%d)", *v.ExitCode)
 				}
+				if v.NetworkError != "" {
+					state += " (no network)"
+				}
 				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d\t%dM\t%s\t%s\n", v.Name, state, v.Pid, v.Accel, v.CPUs,
 					v.MemoryMiB, portList(v), v.Created.Local().Format(time.DateTime))
 			}

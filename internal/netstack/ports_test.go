@@ -95,3 +95,18 @@ func freePort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+func TestPasstArgs(t *testing.T) {
+	got := PasstArgs("/run/x/passt.sock", []Forward{{"127.0.0.1", 8080, 80, "tcp"}, {"::1", 5353, 53, "udp"}})
+	want := []string{"--foreground", "--quiet", "--one-off", "--socket", "/run/x/passt.sock",
+		"--tcp-ports", "127.0.0.1/8080:80", "--udp-ports", "::1/5353:53"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("PasstArgs = %q, want %q", got, want)
+	}
+	if _, ok := HasIPv6([]Forward{{"127.0.0.1", 1, 1, "tcp"}}); ok {
+		t.Error("HasIPv6 of an IPv4 forward")
+	}
+	if f, ok := HasIPv6([]Forward{{"127.0.0.1", 1, 1, "tcp"}, {"::1", 2, 2, "tcp"}}); !ok || f.HostPort != 2 {
+		t.Error("HasIPv6 missed an IPv6 forward")
+	}
+}

@@ -28,6 +28,8 @@ const (
 	superLogFile   = "supervisor.log"
 	qmpSocket      = "qmp.sock"
 	consoleSocket  = "console.sock"
+	passtSocket    = "passt.sock"
+	passtLogFile   = "passt.log"
 	vmsDir         = "vms"
 	portsLockFile  = "ports.lock"
 )
@@ -134,6 +136,8 @@ func (p Paths) VMMLog() string     { return filepath.Join(p.Data, vmmLogFile) }
 func (p Paths) SuperLog() string   { return filepath.Join(p.Data, superLogFile) }
 func (p Paths) QMP() string        { return filepath.Join(p.Run, qmpSocket) }
 func (p Paths) Console() string    { return filepath.Join(p.Run, consoleSocket) }
+func (p Paths) Passt() string      { return filepath.Join(p.Run, passtSocket) }
+func (p Paths) PasstLog() string   { return filepath.Join(p.Data, passtLogFile) }
 func (p Paths) Overlay(i int) string {
 	return filepath.Join(p.Data, fmt.Sprintf("disk%d.qcow2", i))
 }

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hutch-vm/hutch/internal/netstack"
 	"github.com/hutch-vm/hutch/internal/qemu"
 	"github.com/hutch-vm/hutch/internal/store"
 	"github.com/hutch-vm/hutch/internal/vm"
@@ -67,6 +68,11 @@ func Run(l store.Layout, name string, ready *os.File, attach *os.File) error {
 	waiting := true
 	for waiting {
 		select {
+		case err := <-s.passtExited:
+			s.passtExited = nil
+			why := fmt.Sprintf("passt exited (%v): the vm has no network", err)
+			slog.Error(why)
+			store.Update(p, func(r *vm.Record) error { r.Status.NetworkError = why; return nil })
 		case err := <-up:
 			if err != nil {
 				slog.Error("qemu did not answer on qmp", "err", err)
@@ -86,6 +92,7 @@ func Run(l store.Layout, name string, ready *os.File, attach *os.File) error {
 			waiting = false
 		}
 	}
+	stopPasst(s.passt, s.passtExited)
 	code, reason := s.exitOf(cmd, werr)
 	if ready != nil {
 		fail(ready, errors.New(s.vmmError(reason)))
@@ -100,6 +107,9 @@ type supervisor struct {
 	paths   store.Paths
 	rec     vm.Record
 	console *mux
+
+	passt       *exec.Cmd
+	passtExited chan error // nil when no passt runs
 }
 
 func fail(ready *os.File, err error) {
@@ -168,12 +178,29 @@ func (s *supervisor) start(attach *os.File) (*exec.Cmd, error) {
 	}
 	go s.console.run()
 
+	var passtProc store.Proc
+	if h := s.rec.Plan.Passt; h != nil {
+		if s.passt, s.passtExited, err = s.startPasst(h); err != nil {
+			return nil, err
+		}
+		passtProc, _ = store.ProcOf(s.passt.Process.Pid)
+	}
+
 	vmmLog, err := os.OpenFile(s.paths.VMMLog(), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open qemu log: %w", err)
 	}
 	defer vmmLog.Close()
 	cfg := s.rec.Plan.VMM
+	files := []*os.File{theirs, qmpFile}
+	if h := s.rec.Plan.BridgeHelper; h != nil {
+		tap, err := netstack.OpenBridgeTap(h.Binary, h.Args[0])
+		if err != nil {
+			return nil, err
+		}
+		defer tap.Close()
+		files = append(files, tap) // fd 5, vm.TapFD
+	}
 	cmd := &exec.Cmd{
 		Path:   s.rec.Plan.QEMU,
 		Args:   cfg.Argv(s.rec.Plan.QEMU),
@@ -181,19 +208,20 @@ func (s *supervisor) start(attach *os.File) (*exec.Cmd, error) {
 		Stdout: vmmLog,
 		Stderr: vmmLog,
 		// fd 3 and 4, as the plan's SerialFD and QMPFD say.
-		ExtraFiles:  []*os.File{theirs, qmpFile},
+		ExtraFiles:  files,
 		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
 	}
 	if cfg.SerialFD != 3 || cfg.QMPFD != 4 {
 		return nil, fmt.Errorf("plan expects descriptors %d and %d, supervisor passes 3 and 4", cfg.SerialFD, cfg.QMPFD)
 	}
 	if err := cmd.Start(); err != nil {
+		stopPasst(s.passt, s.passtExited)
 		return nil, fmt.Errorf("start %s: %w", s.rec.Plan.QEMU, err)
 	}
 	self, _ := store.Self()
 	vmm, _ := store.ProcOf(cmd.Process.Pid) // a QEMU already gone is seen at Wait
 	err = store.Update(s.paths, func(r *vm.Record) error {
-		r.Status = vm.Status{State: vm.StateRunning, Supervisor: self, VMM: vmm, Started: time.Now().UTC()}
+		r.Status = vm.Status{State: vm.StateRunning, Supervisor: self, VMM: vmm, Passt: passtProc, Started: time.Now().UTC()}
 		return nil
 	})
 	if err != nil {
@@ -233,12 +261,17 @@ func (s *supervisor) exitOf(cmd *exec.Cmd, werr error) (int, string) {
 
 // vmmError is the reason QEMU failed to start, from its own words.
 func (s *supervisor) vmmError(reason string) string {
-	b, _ := os.ReadFile(s.paths.VMMLog())
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if last := strings.TrimSpace(lines[len(lines)-1]); last != "" {
+	if last := lastLine(s.paths.VMMLog()); last != "" {
 		return last
 	}
 	return reason
+}
+
+// lastLine is the last non-empty line of a log file.
+func lastLine(path string) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // finish records how the VM ended.

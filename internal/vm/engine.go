@@ -28,6 +28,8 @@ type Engine struct {
 	// Self is this executable; it is run again as each VM's supervisor.
 	Self      string
 	KVMDevice string
+	// BridgeHelper overrides QEMU's bridge helper path (for tests).
+	BridgeHelper string
 	// Notice receives one-line notices such as the TCG fallback.
 	Notice io.Writer
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/hutch-vm/hutch/internal/disk"
@@ -18,6 +19,8 @@ import (
 const (
 	serialFD = 3
 	qmpFD    = 4
+	// TapFD is where QEMU finds the tap of a bridged VM.
+	TapFD = 5
 )
 
 // plan resolves s against the host. It reads but changes nothing; the
@@ -81,10 +84,57 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		}
 		cfg.Drives = append(cfg.Drives, qemu.Drive{Path: s.Disks[i].Path, Format: format, ReadOnly: d.ReadOnly})
 	}
-	if s.Network == NetSlirp {
+	paths := e.Layout.VM(s.Name)
+	var passt *Helper
+	switch err := e.pickNetwork(s); {
+	case err != nil:
+		return Plan{}, err
+	case s.Network == NetPasst:
+		bin, _ := exec.LookPath(netstack.PasstBinary)
+		passt = &Helper{Binary: bin, Args: netstack.PasstArgs(paths.Passt(), s.Ports), Socket: paths.Passt()}
+		cfg.Netdev = netstack.StreamNetdev("n0", paths.Passt())
+	case s.Network == NetSlirp:
 		cfg.Netdev = netstack.SlirpNetdev("n0", s.Ports)
+	case s.Network == NetBridge:
+		if err := netstack.CheckBridgeHelper(e.bridgeHelper()); err != nil {
+			return Plan{}, err
+		}
+		cfg.Netdev = netstack.TapNetdev("n0", TapFD)
 	}
-	return Plan{QEMU: bin, VMM: cfg, Identity: id, Overlays: overlays, RunDir: e.Layout.VM(s.Name).Run, notice: notice}, nil
+	if s.notice != "" {
+		notice = strings.TrimPrefix(notice+"\nhutch: "+s.notice, "\nhutch: ")
+	}
+	plan := Plan{QEMU: bin, VMM: cfg, Identity: id, Overlays: overlays, Passt: passt, RunDir: paths.Run, notice: notice}
+	if s.Network == NetBridge {
+		plan.BridgeHelper = &Helper{Binary: e.bridgeHelper(), Args: []string{s.Bridge}}
+	}
+	return plan, nil
+}
+
+func (e *Engine) bridgeHelper() string {
+	if e.BridgeHelper != "" {
+		return e.BridgeHelper
+	}
+	return netstack.BridgeHelper
+}
+
+// pickNetwork settles the default network and checks the backend can do
+// what the forwards ask.
+func (e *Engine) pickNetwork(s *Spec) error {
+	_, lookErr := exec.LookPath(netstack.PasstBinary)
+	switch {
+	case s.Network == "" && lookErr == nil:
+		s.Network = NetPasst
+	case s.Network == "":
+		s.Network = NetSlirp
+		s.notice = "passt is not installed; using QEMU's slirp networking (apt-get install passt for UDP-heavy, IPv6 and faster forwarding)"
+	case s.Network == NetPasst && lookErr != nil:
+		return invalid("--network passt: passt is not installed; install it (Debian: apt-get install passt) or use --network slirp")
+	}
+	if f, ok := netstack.HasIPv6(s.Ports); ok && s.Network == NetSlirp {
+		return invalid("-p %s: QEMU's slirp cannot forward IPv6 host addresses; use --network passt", f)
+	}
+	return nil
 }
 
 // readable makes path absolute and checks this user can open it as the

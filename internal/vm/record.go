@@ -24,9 +24,20 @@ type Plan struct {
 	Identity identity.Identity `json:"identity"`
 	// Overlays are the files hutch made for this VM and removes with it.
 	Overlays []Overlay `json:"overlays,omitempty"`
-	RunDir   string    `json:"runDir"`
+	// Passt is the network helper the supervisor starts before QEMU.
+	Passt *Helper `json:"passt,omitempty"`
+	// BridgeHelper opens the tap of a bridged VM; Args[0] is the bridge.
+	BridgeHelper *Helper `json:"bridgeHelper,omitempty"`
+	RunDir       string  `json:"runDir"`
 	// notice is said to the user once the VM has started (the TCG fallback).
 	notice string
+}
+
+// Helper is a process the supervisor runs beside QEMU.
+type Helper struct {
+	Binary string   `json:"binary"`
+	Args   []string `json:"args"`
+	Socket string   `json:"socket,omitempty"`
 }
 
 // Overlay is a qcow2 file over a base image that is never written.
@@ -49,14 +60,17 @@ type Record struct {
 // State is never trusted alone: a running record whose supervisor is gone
 // is reported stopped.
 type Status struct {
-	State         string     `json:"state"`
-	Supervisor    store.Proc `json:"supervisor"`
-	VMM           store.Proc `json:"vmm"`
-	Started       time.Time  `json:"started,omitzero"`
-	Finished      time.Time  `json:"finished,omitzero"`
-	ExitCode      *int       `json:"exitCode,omitempty"`
-	Reason        string     `json:"reason,omitempty"`
-	StopRequested bool       `json:"stopRequested,omitempty"`
+	State      string     `json:"state"`
+	Supervisor store.Proc `json:"supervisor"`
+	VMM        store.Proc `json:"vmm"`
+	Passt      store.Proc `json:"passt,omitzero"`
+	// NetworkError says why the VM lost its network while it ran.
+	NetworkError  string    `json:"networkError,omitempty"`
+	Started       time.Time `json:"started,omitzero"`
+	Finished      time.Time `json:"finished,omitzero"`
+	ExitCode      *int      `json:"exitCode,omitempty"`
+	Reason        string    `json:"reason,omitempty"`
+	StopRequested bool      `json:"stopRequested,omitempty"`
 }
 
 // View is the public face of a VM, printed by inspect and ps.
@@ -65,30 +79,38 @@ type View struct {
 	State string `json:"state"`
 	Pid   int    `json:"pid"`
 	// SupervisorPid is hutch's own process beside the VM, 0 when stopped.
-	SupervisorPid int                `json:"supervisorPid"`
-	UID           int                `json:"uid"`
-	GID           int                `json:"gid"`
-	Groups        []int              `json:"groups"`
-	RuntimeDir    string             `json:"runtimeDir"`
-	Accel         string             `json:"accel"`
-	Machine       string             `json:"machine"`
-	CPUs          int                `json:"cpus"`
-	MemoryMiB     int                `json:"memoryMiB"`
-	Network       string             `json:"network"`
-	Ports         []netstack.Forward `json:"ports"`
-	Image         string             `json:"image,omitempty"`
-	Kernel        string             `json:"kernel,omitempty"`
-	Created       time.Time          `json:"created"`
-	Started       *time.Time         `json:"started,omitempty"`
-	Finished      *time.Time         `json:"finished,omitempty"`
-	ExitCode      *int               `json:"exitCode,omitempty"`
-	Reason        string             `json:"reason,omitempty"`
-	Command       []string           `json:"command"`
+	SupervisorPid int    `json:"supervisorPid"`
+	UID           int    `json:"uid"`
+	GID           int    `json:"gid"`
+	Groups        []int  `json:"groups"`
+	RuntimeDir    string `json:"runtimeDir"`
+	Accel         string `json:"accel"`
+	Machine       string `json:"machine"`
+	CPUs          int    `json:"cpus"`
+	MemoryMiB     int    `json:"memoryMiB"`
+	Network       string `json:"network"`
+	Bridge        string `json:"bridge,omitempty"`
+	// NetworkError is set when the network helper died under a running VM.
+	NetworkError string `json:"networkError,omitempty"`
+	// PasstPid is the VM's passt process, 0 when none runs.
+	PasstPid int                `json:"passtPid,omitempty"`
+	Ports    []netstack.Forward `json:"ports"`
+	Image    string             `json:"image,omitempty"`
+	Kernel   string             `json:"kernel,omitempty"`
+	Created  time.Time          `json:"created"`
+	Started  *time.Time         `json:"started,omitempty"`
+	Finished *time.Time         `json:"finished,omitempty"`
+	ExitCode *int               `json:"exitCode,omitempty"`
+	Reason   string             `json:"reason,omitempty"`
+	Command  []string           `json:"command"`
 }
 
 // live is the record's status checked against the process table.
 func (r Record) live() Status {
 	s := r.Status
+	if s.State == StateRunning && s.Passt.Pid != 0 && s.NetworkError == "" && !s.Passt.Alive() {
+		s.NetworkError = "passt is not running: the vm has no network"
+	}
 	if s.State == StateRunning && !s.Supervisor.Alive() {
 		s.State = StateStopped
 		if s.VMM.Alive() {
@@ -106,7 +128,7 @@ func (r Record) view() View {
 		Name: r.Name, State: s.State, UID: r.Plan.Identity.UID, GID: r.Plan.Identity.GID,
 		Groups: r.Plan.Identity.Groups, RuntimeDir: r.Plan.RunDir, Accel: r.Plan.VMM.Accel,
 		Machine: r.Plan.VMM.Machine, CPUs: r.Spec.CPUs, MemoryMiB: r.Spec.MemoryMiB,
-		Network: r.Spec.Network, Ports: r.Spec.Ports, Image: r.Spec.Image, Kernel: r.Spec.Kernel,
+		Network: r.Spec.Network, Bridge: r.Spec.Bridge, Ports: r.Spec.Ports, Image: r.Spec.Image, Kernel: r.Spec.Kernel,
 		Created: r.Created, Reason: s.Reason, Command: r.Plan.VMM.Argv(r.Plan.QEMU),
 	}
 	if v.Groups == nil {
@@ -118,6 +140,10 @@ func (r Record) view() View {
 	if s.State == StateRunning {
 		v.Pid = s.VMM.Pid
 		v.SupervisorPid = s.Supervisor.Pid
+		v.NetworkError = s.NetworkError
+		if s.Passt.Alive() {
+			v.PasstPid = s.Passt.Pid
+		}
 	}
 	if !s.Started.IsZero() {
 		v.Started = &s.Started

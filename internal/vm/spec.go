@@ -52,7 +52,10 @@ type Spec struct {
 	Disks     []Disk             `json:"disks,omitempty"`
 	Ports     []netstack.Forward `json:"ports"`
 	Network   string             `json:"network"`
+	Bridge    string             `json:"bridge,omitempty"`
 	Remove    bool               `json:"remove,omitempty"`
+
+	notice string // set while planning: a default the user should hear about
 }
 
 // Disk is an extra disk attached as it is (not through an overlay).
@@ -61,10 +64,15 @@ type Disk struct {
 	ReadOnly bool   `json:"readOnly,omitempty"`
 }
 
-// Networks hutch knows.
+// Networks hutch knows. An empty Network means the default: passt when
+// it is installed, else slirp.
 const (
+	NetPasst = "passt"
 	NetSlirp = "slirp"
 	NetNone  = "none"
+	// NetBridge is written bridge=BR: a tap on host bridge BR, made by
+	// QEMU's setuid bridge helper.
+	NetBridge = "bridge"
 )
 
 // Defaults for a run that does not say.
@@ -128,12 +136,19 @@ func ParseSpec(o Options) (Spec, error) {
 		}
 		s.Disks = append(s.Disks, disk)
 	}
+	if br, ok := strings.CutPrefix(s.Network, NetBridge+"="); ok {
+		if err := netstack.ValidBridge(br); err != nil {
+			return Spec{}, invalid("--network %s: %v", s.Network, err)
+		}
+		s.Network, s.Bridge = NetBridge, br
+	}
 	switch s.Network {
-	case "":
-		s.Network = NetSlirp
-	case NetSlirp, NetNone:
+	case "", NetPasst, NetSlirp, NetNone, NetBridge:
+		if s.Network == NetBridge && s.Bridge == "" {
+			return Spec{}, invalid("--network bridge needs a bridge: write bridge=NAME, e.g. bridge=virbr0")
+		}
 	default:
-		return Spec{}, invalid("unknown --network %q: use slirp or none", s.Network)
+		return Spec{}, invalid("unknown --network %q: use passt, slirp, none or bridge=NAME", s.Network)
 	}
 	for _, p := range o.Publish {
 		fwds, err := netstack.ParsePublish(p)
@@ -144,6 +159,9 @@ func ParseSpec(o Options) (Spec, error) {
 	}
 	if len(s.Ports) > 0 && s.Network == NetNone {
 		return Spec{}, invalid("-p needs a network: drop --network none")
+	}
+	if len(s.Ports) > 0 && s.Network == NetBridge {
+		return Spec{}, invalid("-p forwards through passt or slirp; on a bridge, reach the guest at its own address (drop -p)")
 	}
 	return s, nil
 }

@@ -41,7 +41,7 @@ func TestParseSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.CPUs != DefaultCPUs || s.MemoryMiB != DefaultMemoryMiB || s.Network != NetSlirp || len(s.Ports) != 2 {
+	if s.CPUs != DefaultCPUs || s.MemoryMiB != DefaultMemoryMiB || s.Network != "" || len(s.Ports) != 2 {
 		t.Errorf("defaults not applied: %+v", s)
 	}
 	if s.Disks[0] != (Disk{Path: "a.img"}) || s.Disks[1] != (Disk{Path: "b.img", ReadOnly: true}) {

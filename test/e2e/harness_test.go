@@ -116,6 +116,9 @@ type view struct {
 	Groups        []int    `json:"groups"`
 	RuntimeDir    string   `json:"runtimeDir"`
 	Accel         string   `json:"accel"`
+	Network       string   `json:"network"`
+	NetworkError  string   `json:"networkError"`
+	PasstPid      int      `json:"passtPid"`
 	Created       string   `json:"created"`
 	ExitCode      *int     `json:"exitCode"`
 	Reason        string   `json:"reason"`

@@ -1,0 +1,649 @@
+// Command boot measures how long the test guest takes from the command
+// that starts it to its web page answering through a forwarded port, when
+// started by `hutch run -d` and by the equivalent raw qemu-system-x86_64
+// command line, interleaved. It also measures how long `hutch run -d`
+// takes to return, the resident memory of hutch's supervisor and of QEMU,
+// and teardown, and writes the results into docs/benchmarks.md.
+//
+// It runs as root and starts everything as an unprivileged user, with a
+// fresh XDG_RUNTIME_DIR and XDG_DATA_HOME for every hutch run.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hutch-vm/hutch/test/testguest"
+)
+
+// Fixed shape of the VM, the same for both sides.
+const (
+	memory    = "256M"
+	cpus      = "1"
+	appendArg = "console=ttyS0"
+	guestPort = testguest.HTTPPort
+)
+
+// Polling: a new request every pollEvery, each allowed attemptTimeout, so
+// a request stuck on a guest that is not up yet does not coarsen the clock.
+const (
+	pollEvery      = 20 * time.Millisecond
+	attemptTimeout = 500 * time.Millisecond
+	bootLimit      = 120 * time.Second
+	portFreeLimit  = 30 * time.Second
+)
+
+type config struct {
+	runs     int
+	hutch    string
+	userName string
+	guest    string
+	out      string
+	basePort int
+	keep     bool
+}
+
+func main() {
+	var c config
+	flag.IntVar(&c.runs, "runs", 7, "measured runs of each side (rounds)")
+	flag.StringVar(&c.hutch, "hutch", "bin/hutch", "hutch binary to measure")
+	flag.StringVar(&c.userName, "user", "hutchtest1", "unprivileged user that runs the VMs")
+	flag.StringVar(&c.guest, "guest", "", "JSON from go run ./test/buildguest (required)")
+	flag.StringVar(&c.out, "out", "docs/benchmarks.md", "markdown file whose results section is (re)written; empty: print only")
+	flag.IntVar(&c.basePort, "port", 18400, "first host port; every run uses its own")
+	flag.BoolVar(&c.keep, "keep", false, "keep the scratch directory (logs, records) for inspection")
+	flag.Parse()
+	if c.guest == "" || c.runs < 1 || flag.NArg() != 0 {
+		fmt.Fprintln(os.Stderr, "usage: boot -guest GUEST.json [-runs N] [-hutch PATH] [-user NAME] [-out FILE] [-port N]")
+		os.Exit(2)
+	}
+	if os.Geteuid() != 0 {
+		fatal(errors.New("run as root: the VMs are started as -user, which needs root"))
+	}
+	b, err := newBench(c)
+	if err != nil {
+		fatal(err)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		fmt.Fprintln(os.Stderr, "\ninterrupted: cleaning up")
+		b.cleanup()
+		os.Exit(130)
+	}()
+	res, err := b.run()
+	b.cleanup()
+	if err != nil {
+		fatal(err)
+	}
+	md := res.markdown()
+	fmt.Print(md)
+	if c.out != "" {
+		if err := writeSection(c.out, md); err != nil {
+			fatal(err)
+		}
+		fmt.Fprintf(os.Stderr, "wrote %s\n", c.out)
+	}
+	if !res.pass() {
+		fmt.Fprintln(os.Stderr, "boot: a target was missed (see the results)")
+	}
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "boot:", err)
+	os.Exit(1)
+}
+
+// bench holds what every run shares.
+type bench struct {
+	config
+	guestFiles testguest.Guest
+	uid, gid   int
+	groups     []uint32
+	home       string
+	scratch    string // root of every run's directories
+	hutchBin   string // copy of the binary, reachable by the user
+	next       int    // next port offset
+	// live is what cleanup must end if the driver stops early.
+	liveVM  map[string]*hutchEnv
+	liveRaw map[int]*exec.Cmd
+	// rawTemplate is the raw QEMU argv with placeholders for port and serial file.
+	rawTemplate []string
+}
+
+func newBench(c config) (*bench, error) {
+	b := &bench{config: c, liveVM: map[string]*hutchEnv{}, liveRaw: map[int]*exec.Cmd{}}
+	gj, err := os.ReadFile(c.guest)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(gj, &b.guestFiles); err != nil {
+		return nil, fmt.Errorf("%s: %w", c.guest, err)
+	}
+	if b.guestFiles.Kernel == "" || b.guestFiles.Initrd == "" {
+		return nil, fmt.Errorf("%s names no kernel or initrd", c.guest)
+	}
+	u, err := user.Lookup(c.userName)
+	if err != nil {
+		return nil, fmt.Errorf("user %s: %w (create it, e.g. useradd -m %s)", c.userName, err, c.userName)
+	}
+	b.uid, _ = strconv.Atoi(u.Uid)
+	b.gid, _ = strconv.Atoi(u.Gid)
+	b.home = u.HomeDir
+	gids, _ := u.GroupIds()
+	for _, g := range gids {
+		if n, err := strconv.Atoi(g); err == nil {
+			b.groups = append(b.groups, uint32(n))
+		}
+	}
+	// Short: the VMs' unix sockets live below it.
+	if b.scratch, err = os.MkdirTemp("/tmp", "hb."); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(b.scratch, 0o755); err != nil {
+		return nil, err
+	}
+	b.hutchBin = filepath.Join(b.scratch, "hutch")
+	if err := copyFile(c.hutch, b.hutchBin, 0o755); err != nil {
+		return nil, fmt.Errorf("copy hutch binary: %w", err)
+	}
+	return b, nil
+}
+
+func (b *bench) cleanup() {
+	for name, h := range b.liveVM {
+		h.hutch("rm", "-f", name)
+	}
+	for _, c := range b.liveRaw {
+		c.Process.Kill()
+	}
+	if !b.keep {
+		os.RemoveAll(b.scratch)
+	} else {
+		fmt.Fprintf(os.Stderr, "kept %s\n", b.scratch)
+	}
+}
+
+// env is the environment both sides run with.
+func (b *bench) env(extra ...string) []string {
+	return append([]string{"HOME=" + b.home, "PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C"}, extra...)
+}
+
+func (b *bench) cred() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(b.uid), Gid: uint32(b.gid), Groups: b.groups}}
+}
+
+// userDir makes a directory owned by the user, mode 0700.
+func (b *bench) userDir(path string) error {
+	if err := os.Mkdir(path, 0o700); err != nil {
+		return err
+	}
+	return os.Chown(path, b.uid, b.gid)
+}
+
+func (b *bench) port() int {
+	p := b.basePort + b.next
+	b.next++
+	return p
+}
+
+// run does a warm-up of each side, derives the raw command line from what
+// hutch ran, then the measured rounds.
+func (b *bench) run() (*results, error) {
+	res := &results{runs: b.runs, started: time.Now()}
+	res.machine = machineInfo(b)
+	fmt.Fprintf(os.Stderr, "warm-up: hutch\n")
+	warm, err := b.hutchRun("warm-hutch", true)
+	if err != nil {
+		return nil, fmt.Errorf("warm-up hutch run: %w", err)
+	}
+	res.hutchArgv = warm.hutchArgv
+	res.vmmArgv = warm.vmmArgv
+	res.accel = warm.accel
+	raw, err := rawFromHutch(warm.vmmArgv)
+	if err != nil {
+		return nil, err
+	}
+	b.rawTemplate = raw
+	res.rawArgv = b.rawArgv(portPlaceholder, "serial.log")
+	fmt.Fprintf(os.Stderr, "warm-up: raw qemu\n")
+	if _, err := b.rawRun("warm-raw"); err != nil {
+		return nil, fmt.Errorf("warm-up raw run: %w", err)
+	}
+	for i := 0; i < b.runs; i++ {
+		hutchFirst := i%2 == 0
+		res.order = append(res.order, hutchFirst)
+		for _, side := range []bool{hutchFirst, !hutchFirst} {
+			tag := strconv.Itoa(i + 1)
+			if side {
+				m, err := b.hutchRun("h"+tag, false)
+				if err != nil {
+					return nil, fmt.Errorf("round %d, hutch: %w", i+1, err)
+				}
+				res.hutch = append(res.hutch, m)
+				fmt.Fprintf(os.Stderr, "round %d hutch: page %.3fs, run -d %.3fs, supervisor %.1f MiB, qemu %.1f MiB, teardown %.3fs\n",
+					i+1, m.page.Seconds(), m.returned.Seconds(), mib(m.superRSS.rss), mib(m.vmmRSS.rss), m.teardown.Seconds())
+			} else {
+				m, err := b.rawRun("r" + tag)
+				if err != nil {
+					return nil, fmt.Errorf("round %d, raw: %w", i+1, err)
+				}
+				res.raw = append(res.raw, m)
+				fmt.Fprintf(os.Stderr, "round %d raw:   page %.3fs, qemu %.1f MiB, teardown %.3fs\n",
+					i+1, m.page.Seconds(), mib(m.vmmRSS.rss), m.teardown.Seconds())
+			}
+		}
+	}
+	res.finished = time.Now()
+	return res, nil
+}
+
+// measurement is one boot.
+type measurement struct {
+	page      time.Duration // exec to first 200
+	vmmExec   time.Duration // exec of the command to QEMU's start, 10 ms resolution
+	returned  time.Duration // exec to hutch run -d exiting (hutch only)
+	teardown  time.Duration
+	superRSS  memUse // hutch only
+	vmmRSS    memUse
+	hutchArgv []string
+	vmmArgv   []string
+	accel     string
+}
+
+// hutchEnv is one fresh hutch state for the user.
+type hutchEnv struct {
+	b   *bench
+	env []string
+}
+
+func (h *hutchEnv) command(args ...string) *exec.Cmd {
+	c := exec.Command(h.b.hutchBin, args...)
+	c.Env = h.env
+	c.Dir = "/"
+	c.SysProcAttr = h.b.cred()
+	return c
+}
+
+func (h *hutchEnv) hutch(args ...string) (string, error) {
+	var out, errb strings.Builder
+	c := h.command(args...)
+	c.Stdout, c.Stderr = &out, &errb
+	if err := c.Run(); err != nil {
+		return out.String(), fmt.Errorf("hutch %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+// inspectView is the part of hutch inspect the driver reads.
+type inspectView struct {
+	State         string   `json:"state"`
+	Pid           int      `json:"pid"`
+	SupervisorPid int      `json:"supervisorPid"`
+	Accel         string   `json:"accel"`
+	Command       []string `json:"command"`
+	RuntimeDir    string   `json:"runtimeDir"`
+}
+
+func (b *bench) hutchRun(tag string, warm bool) (measurement, error) {
+	var m measurement
+	dir := filepath.Join(b.scratch, tag)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return m, err
+	}
+	runDir, dataDir := filepath.Join(dir, "run"), filepath.Join(dir, "data")
+	for _, d := range []string{runDir, dataDir} {
+		if err := b.userDir(d); err != nil {
+			return m, err
+		}
+	}
+	h := &hutchEnv{b: b, env: b.env("XDG_RUNTIME_DIR="+runDir, "XDG_DATA_HOME="+dataDir)}
+	port := b.port()
+	if err := waitPortFree(port); err != nil {
+		return m, err
+	}
+	name := "bench-" + tag
+	args := []string{"run", "-d", "--name", name, "--cpus", cpus, "--memory", memory,
+		"--kernel", b.guestFiles.Kernel, "--initrd", b.guestFiles.Initrd, "--append", appendArg,
+		"--network", "slirp", "-p", fmt.Sprintf("127.0.0.1:%d:%d", port, guestPort)}
+	m.hutchArgv = append([]string{"hutch"}, args...)
+	m.hutchArgv[len(m.hutchArgv)-1] = fmt.Sprintf("127.0.0.1:%s:%d", portPlaceholder, guestPort)
+
+	cmd := h.command(args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	b.liveVM[name] = h
+	ctx, cancel := context.WithTimeout(context.Background(), bootLimit)
+	defer cancel()
+	exited := make(chan error, 1)
+	boot0 := bootTime()
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return m, err
+	}
+	go func() {
+		err := cmd.Wait()
+		m.returned = time.Since(start)
+		exited <- err
+	}()
+	page := pollPage(ctx, port, start)
+	var pageAt time.Duration
+	var perr error
+	select {
+	case err := <-exited:
+		if err != nil {
+			cancel()
+			return m, fmt.Errorf("hutch run: %v: %s", err, strings.TrimSpace(stderr.String()))
+		}
+		r := <-page
+		pageAt, perr = r.at, r.err
+	case r := <-page:
+		pageAt, perr = r.at, r.err
+		if err := <-exited; err != nil {
+			return m, fmt.Errorf("hutch run: %v: %s", err, strings.TrimSpace(stderr.String()))
+		}
+	}
+	if perr != nil {
+		return m, fmt.Errorf("%w; console log: %s", perr, tail(filepath.Join(dataDir, "hutch", "vms", name, "console.log")))
+	}
+	m.page = pageAt
+	out, err := h.hutch("inspect", name)
+	if err != nil {
+		return m, err
+	}
+	var v inspectView
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		return m, fmt.Errorf("hutch inspect: %w", err)
+	}
+	if v.State != "running" || v.Pid == 0 || v.SupervisorPid == 0 {
+		return m, fmt.Errorf("hutch inspect: state %s, pid %d, supervisor %d", v.State, v.Pid, v.SupervisorPid)
+	}
+	m.vmmExec = procStart(v.Pid) - boot0
+	m.superRSS, _ = readMemory(v.SupervisorPid)
+	m.vmmRSS, _ = readMemory(v.Pid)
+	m.vmmArgv, m.accel = v.Command, v.Accel
+
+	t := time.Now()
+	_, err1 := h.hutch("stop", "-t", "0", name)
+	_, err2 := h.hutch("rm", name)
+	m.teardown = time.Since(t)
+	if err := errors.Join(err1, err2); err != nil {
+		return m, err
+	}
+	delete(b.liveVM, name)
+	if !waitGone(v.Pid, 10*time.Second) || !waitGone(v.SupervisorPid, 10*time.Second) {
+		return m, fmt.Errorf("qemu %d or supervisor %d still running after hutch rm", v.Pid, v.SupervisorPid)
+	}
+	return m, waitPortFree(port)
+}
+
+func (b *bench) rawRun(tag string) (measurement, error) {
+	var m measurement
+	dir := filepath.Join(b.scratch, tag)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return m, err
+	}
+	own := filepath.Join(dir, "vm")
+	if err := b.userDir(own); err != nil {
+		return m, err
+	}
+	port := b.port()
+	if err := waitPortFree(port); err != nil {
+		return m, err
+	}
+	serial := filepath.Join(own, "serial.log")
+	argv := b.rawArgv(strconv.Itoa(port), serial)
+	logf, err := os.Create(filepath.Join(dir, "qemu.log"))
+	if err != nil {
+		return m, err
+	}
+	defer logf.Close()
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return m, err
+	}
+	cmd := &exec.Cmd{Path: path, Args: argv, Env: b.env(), Dir: "/", Stdout: logf, Stderr: logf, SysProcAttr: b.cred()}
+	cmd.SysProcAttr.Setsid = true
+	ctx, cancel := context.WithTimeout(context.Background(), bootLimit)
+	defer cancel()
+	boot0 := bootTime()
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return m, err
+	}
+	b.liveRaw[cmd.Process.Pid] = cmd
+	exited := make(chan struct{})
+	var state *os.ProcessState
+	go func() {
+		state, _ = cmd.Process.Wait()
+		close(exited)
+	}()
+	var r pageResult
+	select {
+	case r = <-pollPage(ctx, port, start):
+	case <-exited:
+		cancel()
+		r.err = fmt.Errorf("qemu exited before the page answered (%v)", state)
+	}
+	if r.err != nil {
+		cmd.Process.Kill()
+		<-exited
+		delete(b.liveRaw, cmd.Process.Pid)
+		log, _ := os.ReadFile(logf.Name())
+		return m, fmt.Errorf("%w; qemu: %s; console: %s", r.err, strings.TrimSpace(string(log)), tail(serial))
+	}
+	m.page = r.at
+	m.vmmExec = procStart(cmd.Process.Pid) - boot0
+	m.vmmRSS, _ = readMemory(cmd.Process.Pid)
+	t := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	<-exited
+	m.teardown = time.Since(t)
+	delete(b.liveRaw, cmd.Process.Pid)
+	return m, waitPortFree(port)
+}
+
+type pageResult struct {
+	at  time.Duration
+	err error
+}
+
+// pollPage starts a GET of the guest's page every pollEvery, each with
+// its own short timeout, and reports when the first one answers 200 with
+// the guest's text, measured from start.
+func pollPage(ctx context.Context, port int, start time.Time) <-chan pageResult {
+	out := make(chan pageResult, 1)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	client := &http.Client{
+		Timeout:   attemptTimeout,
+		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	}
+	go func() {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		found := make(chan time.Duration, 1)
+		tick := time.NewTicker(pollEvery)
+		defer tick.Stop()
+		for {
+			go func() {
+				if get(ctx, client, url) {
+					at := time.Since(start)
+					select {
+					case found <- at:
+					default:
+					}
+				}
+			}()
+			select {
+			case at := <-found:
+				out <- pageResult{at: at}
+				return
+			case <-ctx.Done():
+				out <- pageResult{err: fmt.Errorf("no page on %s within %s", url, bootLimit)}
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return out
+}
+
+func get(ctx context.Context, c *http.Client, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	return err == nil && resp.StatusCode == http.StatusOK && strings.Contains(string(body), testguest.PageText)
+}
+
+// waitPortFree waits until 127.0.0.1:port can be listened on.
+func waitPortFree(port int) error {
+	deadline := time.Now().Add(portFreeLimit)
+	for {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			l.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("port %d still busy after %s: %w", port, portFreeLimit, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitGone waits for a pid to disappear (or become a zombie of someone
+// else's, which no longer holds memory or ports).
+func waitGone(pid int, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return true
+		}
+		if i := strings.LastIndexByte(string(st), ')'); i > 0 && strings.HasPrefix(string(st[i:]), ") Z") {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// memUse is a process's resident memory, in KiB, from /proc/PID/status.
+type memUse struct {
+	rss, anon, file, hwm int
+}
+
+func readMemory(pid int) (memUse, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return memUse{}, err
+	}
+	var m memUse
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		n, _ := strconv.Atoi(f[0])
+		switch k {
+		case "VmRSS":
+			m.rss = n
+		case "RssAnon":
+			m.anon = n
+		case "RssFile":
+			m.file = n
+		case "VmHWM":
+			m.hwm = n
+		}
+	}
+	return m, nil
+}
+
+// bootTime is CLOCK_BOOTTIME, the clock of a process's start time in
+// /proc/PID/stat.
+func bootTime() time.Duration {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return time.Duration(ts.Nano())
+}
+
+// procStart is when pid started, on the CLOCK_BOOTTIME scale, in whole
+// clock ticks (USER_HZ, 100 on Linux x86).
+func procStart(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0
+	}
+	ticks, _ := strconv.ParseInt(f[19], 10, 64)
+	return time.Duration(ticks) * (time.Second / 100)
+}
+
+func mib(kib int) float64 { return float64(kib) / 1024 }
+
+func tail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) > 800 {
+		s = "..." + s[len(s)-800:]
+	}
+	return s
+}
+
+func copyFile(from, to string, mode os.FileMode) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
+	}
+	return dst.Close()
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Boot-time benchmark: hutch run -d against the same guest started by a raw
+# qemu-system-x86_64 command line, interleaved. Run as root (`sudo make
+# bench`); the VMs run as an unprivileged user. Results go to the marked
+# section of docs/benchmarks.md.
+#
+#   bench/run.sh [driver flags]     e.g. bench/run.sh -runs 11
+#
+# Environment: BENCH_USER (default hutchtest1), CACHE (guest build cache,
+# default /var/tmp/hutch-test-cache), GO (default go).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/usr/local/go/bin:$PATH
+GO=${GO:-go}
+user=${BENCH_USER:-hutchtest1}
+cache=${CACHE:-/var/tmp/hutch-test-cache}
+
+if [[ $(id -u) -ne 0 ]]; then
+	echo "bench/run.sh: run as root (sudo make bench): the VMs are started as $user" >&2
+	exit 2
+fi
+id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"
+[[ -x bin/hutch ]] || "$GO" build -o bin/hutch ./cmd/hutch
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+"$GO" run ./test/buildguest "$cache" >"$tmp/guest.json"
+"$GO" build -o "$tmp/boot" ./bench/boot
+"$tmp/boot" -guest "$tmp/guest.json" -hutch bin/hutch -user "$user" -out docs/benchmarks.md "$@"

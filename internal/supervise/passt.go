@@ -1,0 +1,75 @@
+package supervise
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"github.com/hutch-vm/hutch/internal/vm"
+)
+
+// passtTimeout bounds how long passt may take to open its socket.
+const passtTimeout = 10 * time.Second
+
+// startPasst runs the VM's passt and waits until its socket exists, so
+// QEMU can connect at once. exited receives passt's end.
+func (s *supervisor) startPasst(h *vm.Helper) (cmd *exec.Cmd, exited chan error, err error) {
+	os.Remove(h.Socket)
+	logf, err := os.OpenFile(s.paths.PasstLog(), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open passt log: %w", err)
+	}
+	defer logf.Close()
+	cmd = &exec.Cmd{
+		Path:        h.Binary,
+		Args:        append([]string{h.Binary}, h.Args...),
+		Env:         []string{},
+		Stdout:      logf,
+		Stderr:      logf,
+		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("start passt: %w", err)
+	}
+	exited = make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(passtTimeout)
+	for {
+		if _, err := os.Stat(h.Socket); err == nil {
+			return cmd, exited, nil
+		}
+		select {
+		case err := <-exited:
+			return nil, nil, fmt.Errorf("passt exited before opening its socket (%v): %s", err, lastLine(s.paths.PasstLog()))
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			<-exited
+			return nil, nil, errors.New("passt did not open its socket within " + passtTimeout.String())
+		}
+	}
+}
+
+// stopPasst ends passt if QEMU's exit did not (it quits on its own when
+// its one client goes away).
+func stopPasst(cmd *exec.Cmd, exited chan error) {
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-exited:
+		return
+	case <-time.After(500 * time.Millisecond):
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(2 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+	}
+}
