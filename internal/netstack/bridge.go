@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,7 +37,8 @@ func CheckBridgeHelper(path string) error {
 	if err != nil {
 		return fmt.Errorf("--network bridge needs %s, which is missing: install it (Debian: apt-get install qemu-system-common)", path)
 	}
-	if os.Geteuid() != 0 && (fi.Mode()&os.ModeSetuid == 0 || fi.Sys().(*unix.Stat_t).Uid != 0) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if os.Geteuid() != 0 && (fi.Mode()&os.ModeSetuid == 0 || !ok || st.Uid != 0) {
 		return fmt.Errorf("--network bridge: %s is not setuid root, so it cannot create a tap for you; run: sudo chmod u+s %s", path, path)
 	}
 	return nil
