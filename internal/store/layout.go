@@ -17,6 +17,8 @@ import (
 type Layout struct {
 	RunRoot  string
 	DataRoot string
+	// CacheRoot holds what hutch can rebuild, such as initramfs images.
+	CacheRoot string
 }
 
 // The names of every file hutch keeps for a VM. Nothing else spells them.
@@ -73,7 +75,12 @@ func SessionLayout() (Layout, error) {
 	if err := ensurePrivateDir(dataRoot, uid, true); err != nil {
 		return Layout{}, err
 	}
-	l := Layout{RunRoot: runRoot, DataRoot: dataRoot}
+	cache := os.Getenv("XDG_CACHE_HOME")
+	if cache == "" || !filepath.IsAbs(cache) {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache")
+	}
+	l := Layout{RunRoot: runRoot, DataRoot: dataRoot, CacheRoot: filepath.Join(cache, "hutch")}
 	for _, d := range []string{filepath.Join(runRoot, vmsDir), filepath.Join(dataRoot, vmsDir)} {
 		if err := os.Mkdir(d, 0o700); err != nil && !os.IsExist(err) {
 			return Layout{}, fmt.Errorf("create %s: %w", d, err)
@@ -119,6 +126,9 @@ func (l Layout) VM(name string) Paths {
 
 // VMsDir is the directory whose entries are the VMs' data dirs.
 func (l Layout) VMsDir() string { return filepath.Join(l.DataRoot, vmsDir) }
+
+// GuestCache is where built guest images are kept.
+func (l Layout) GuestCache() string { return filepath.Join(l.CacheRoot, "guest") }
 
 // PortsLock serialises host-port checks with the VMMs binding them.
 func (l Layout) PortsLock() string { return filepath.Join(l.RunRoot, portsLockFile) }

@@ -69,7 +69,7 @@ func Run(l store.Layout, name string, ready *os.File, attach *os.File) error {
 	for waiting {
 		select {
 		case err := <-s.passtExited:
-			s.passtExited = nil
+			s.passt, s.passtExited = nil, nil // reaped: nothing left to stop
 			why := fmt.Sprintf("passt exited (%v): the vm has no network", err)
 			slog.Error(why)
 			store.Update(p, func(r *vm.Record) error { r.Status.NetworkError = why; return nil })

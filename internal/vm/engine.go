@@ -28,6 +28,9 @@ type Engine struct {
 	// Self is this executable; it is run again as each VM's supervisor.
 	Self      string
 	KVMDevice string
+	// BootDir and ModulesRoot are where the host's kernels and modules
+	// are found for a VM with no image (default /boot, /lib/modules).
+	BootDir, ModulesRoot string
 	// BridgeHelper overrides QEMU's bridge helper path (for tests).
 	BridgeHelper string
 	// Notice receives one-line notices such as the TCG fallback.

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/hutch-vm/hutch/internal/disk"
+	"github.com/hutch-vm/hutch/internal/guest"
 	"github.com/hutch-vm/hutch/internal/identity"
 	"github.com/hutch-vm/hutch/internal/netstack"
 	"github.com/hutch-vm/hutch/internal/qemu"
@@ -33,6 +34,14 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 	id, err := identity.Caller()
 	if err != nil {
 		return Plan{}, err
+	}
+	if s.Kernel == "" && s.Image == "" {
+		// Nothing to boot was named: the micro VM, from the host's kernel.
+		m, err := guest.BuildMicro(e.Layout.GuestCache(), e.bootDir(), e.modulesRoot())
+		if err != nil {
+			return Plan{}, err
+		}
+		s.Kernel, s.Initrd, s.Append = m.Kernel, m.Initrd, "console=ttyS0"
 	}
 	cfg := qemu.Config{CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, SerialFD: serialFD, QMPFD: qmpFD, Machine: qemu.Q35}
 	for _, f := range []struct {
@@ -109,6 +118,20 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		plan.BridgeHelper = &Helper{Binary: e.bridgeHelper(), Args: []string{s.Bridge}}
 	}
 	return plan, nil
+}
+
+func (e *Engine) bootDir() string {
+	if e.BootDir != "" {
+		return e.BootDir
+	}
+	return "/boot"
+}
+
+func (e *Engine) modulesRoot() string {
+	if e.ModulesRoot != "" {
+		return e.ModulesRoot
+	}
+	return "/lib/modules"
 }
 
 func (e *Engine) bridgeHelper() string {

@@ -119,8 +119,6 @@ func ParseSpec(o Options) (Spec, error) {
 		s.MemoryMiB = m
 	}
 	switch {
-	case s.Kernel == "" && s.Image == "":
-		return Spec{}, invalid("nothing to boot: give an IMAGE or --kernel PATH")
 	case s.Kernel != "" && s.Image != "":
 		return Spec{}, invalid("both IMAGE and --kernel given: boot one (pass the image as --disk to attach it)")
 	case s.Kernel == "" && (s.Initrd != "" || s.Append != ""):

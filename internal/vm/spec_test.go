@@ -51,7 +51,6 @@ func TestParseSpec(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{Options{}, "nothing to boot"},
 		{Options{Kernel: "k", Image: "i"}, "both IMAGE and --kernel"},
 		{Options{Image: "i", Append: "x"}, "need --kernel"},
 		{Options{Kernel: "k", CPUs: -1}, "invalid --cpus"},

@@ -144,7 +144,7 @@ func consoleSession(t *testing.T, u *tUser, name string) {
 		c.Process.Kill()
 		t.Fatal("hutch console did not detach on Ctrl-]")
 	}
-	if !strings.Contains(out.String(), "detached") {
+	if !waitFor(3*time.Second, func() bool { return strings.Contains(out.String(), "detached") }) {
 		t.Errorf("console did not say it detached: %q", tail(out.String(), 300))
 	}
 }
