@@ -44,7 +44,7 @@ func TestForwardsTCPAndUDP(t *testing.T) {
 			if want == "passt" {
 				st := procStatus(v.PasstPid)
 				comm, _ := os.ReadFile("/proc/" + strconv.Itoa(v.PasstPid) + "/comm")
-				if st == nil || strings.TrimSpace(string(comm)) != "passt" || strings.Fields(st["Uid"])[0] != strconv.Itoa(u.uid) {
+				if st == nil || !strings.HasPrefix(string(comm), "passt") || strings.Fields(st["Uid"])[0] != strconv.Itoa(u.uid) {
 					t.Fatalf("passtPid %d is not a passt of uid %d: comm %q status %v", v.PasstPid, u.uid, comm, st)
 				}
 				// QEMU gone, passt gone.

@@ -1,5 +1,7 @@
 package testguest
 
+import "github.com/hutch-vm/hutch/internal/guest"
+
 // initScript is the guest's PID 1. It prints each step on the console so a
 // failed boot in a test log says where it stopped.
 const initScript = `#!/bin/sh
@@ -34,10 +36,11 @@ else
 fi
 
 httpd -p 80 -h /www && say "http on port 80"
-# busybox nc has no UDP mode and this busybox has no tcpsvd/udpsvd, so
-# echo is TCP only; -ll keeps listening and forks per connection.
+# -ll keeps listening and forks per connection. busybox has no UDP
+# server, so UDP echo is a small static program of the test's own.
 nc -ll -p 7 -e cat </dev/null >/dev/null 2>&1 &
-say "tcp echo on port 7"
+udpecho </dev/null >/dev/null 2>&1 &
+say "tcp and udp echo on port 7"
 
 say "up $(cut -d' ' -f1 /proc/uptime)s"
 echo ` + Marker + `
@@ -61,34 +64,12 @@ while :; do
 done
 `
 
-// udhcpcScript applies a lease with ip(8): busybox's default script lives at
-// a path the initramfs does not have and relies on ifconfig/route.
-const udhcpcScript = `#!/bin/sh
-case "$1" in
-deconfig)
-	ip -4 addr flush dev "$interface"
-	;;
-bound|renew)
-	ip -4 addr flush dev "$interface"
-	ip addr add "$ip/${mask:-24}" dev "$interface"
-	for r in $router; do
-		ip route replace default via "$r" dev "$interface"
-		break
-	done
-	: >/etc/resolv.conf
-	if [ -n "$domain" ]; then echo "search $domain" >>/etc/resolv.conf; fi
-	for s in $dns; do echo "nameserver $s" >>/etc/resolv.conf; done
-	;;
-esac
-exit 0
-`
-
 // guestFiles returns every file the initramfs gets besides busybox and
 // the modules, keyed by path; "init" is the init script.
 func guestFiles() map[string][]byte {
 	return map[string][]byte{
 		"init":           []byte(initScript),
-		"etc/udhcpc.sh":  []byte(udhcpcScript),
+		"etc/udhcpc.sh":  []byte(guest.UdhcpcScript),
 		"www/index.html": []byte(PageText + "\n"),
 		"etc/hosts":      []byte("127.0.0.1 localhost\n127.0.1.1 guest\n"),
 		"etc/passwd":     []byte("root:x:0:0:root:/root:/bin/sh\n"),

@@ -1,7 +1,7 @@
 // Package testguest builds the small guest that end-to-end tests boot: the
 // host's Debian cloud kernel with a busybox initramfs that loads the virtio
-// modules, takes an address by DHCP, serves HTTP on port 80 and a TCP echo
-// on port 7, prints Marker on the serial console and then runs a shell
+// modules, takes an address by DHCP, serves HTTP on port 80 and a TCP and
+// UDP echo on port 7, prints Marker on the serial console and then runs a shell
 // there. The same kernel and initramfs are also packed into a bootable
 // qcow2 disk image (FAT + syslinux) for tests that boot from a disk.
 //
@@ -45,7 +45,7 @@ const (
 
 	// builderVersion is part of the cache key: bump it whenever this file
 	// changes what it produces in a way the other inputs do not capture.
-	builderVersion = "1"
+	builderVersion = "2"
 
 	busyboxPath = "/bin/busybox"
 	diskSizeKiB = 65536
@@ -152,6 +152,7 @@ func gatherInputs() (inputs, error) {
 		fmt.Fprintf(h, "file %s %d %d\n", p, st.Size(), st.ModTime().UnixNano())
 	}
 	fmt.Fprintf(h, "modules %q\n", Modules)
+	h.Write(udpechoSource)
 	names := make([]string, 0, len(in.files))
 	for n := range in.files {
 		names = append(names, n)
@@ -207,12 +208,16 @@ func build(dir string, in inputs, g Guest) error {
 	if err := copyFile(in.kernel, g.Kernel); err != nil {
 		return err
 	}
+	udpecho, err := buildUDPEcho()
+	if err != nil {
+		return err
+	}
 	initrd := guest.Initramfs{
 		Busybox: busyboxPath,
 		ModDir:  in.modDir,
 		Modules: Modules,
 		Init:    in.files["init"],
-		Files:   map[string][]byte{},
+		Files:   map[string][]byte{"bin/udpecho": udpecho},
 	}
 	for n, c := range in.files {
 		if n != "init" {
