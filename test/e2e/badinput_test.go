@@ -39,7 +39,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"unknown flag", append([]string{"run", "-d", "--bogus"}, k...), nil, 2, "unknown flag: --bogus"},
 		{"unknown command", []string{"frobnicate"}, nil, 2, "unknown command"},
 		{"bad port", append([]string{"run", "-d", "-p", "70000:80"}, k...), nil, 2, "70000 is out of range"},
-		{"nothing to boot", []string{"run", "-d"}, nil, 2, "nothing to boot"},
+		{"initrd without kernel", []string{"run", "-d", "--initrd", guest.Initrd}, nil, 2, "--initrd and --append need --kernel"},
 		{"port without host port", append([]string{"run", "-d", "-p", "80"}, k...), nil, 2, "a host port is required"},
 		{"port not a number", append([]string{"run", "-d", "-p", "a:b"}, k...), nil, 2, `"a" is not a number`},
 		{"port ranges differ", append([]string{"run", "-d", "-p", "1-3:1-2"}, k...), nil, 2, "ranges differ in length"},

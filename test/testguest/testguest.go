@@ -114,6 +114,7 @@ func Build(cacheDir string) (Guest, error) {
 	if err := os.Remove(stamp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return Guest{}, fmt.Errorf("test guest: %w", err)
 	}
+	removeLeftovers(dir)
 	if err := build(dir, in, g); err != nil {
 		return Guest{}, fmt.Errorf("test guest: %w", err)
 	}
@@ -140,7 +141,7 @@ func gatherInputs() (inputs, error) {
 	in := inputs{kernel: kernel, modDir: filepath.Join("/lib/modules", release), files: guestFiles()}
 
 	h := sha256.New()
-	fmt.Fprintf(h, "builder %s\nappend %s\ndisk %d\n", builderVersion, DiskAppend, diskSizeKiB)
+	fmt.Fprintf(h, "builder %s\ndisk %d\n%s\n", builderVersion, diskSizeKiB, syslinuxCfg)
 	for _, p := range []string{kernel, filepath.Join(in.modDir, "modules.dep"), busyboxPath} {
 		st, err := os.Stat(p)
 		if err != nil {
@@ -357,6 +358,21 @@ func lockDir(dir string) (unlock func(), err error) {
 		return nil, fmt.Errorf("lock cache dir: %w", err)
 	}
 	return func() { f.Close() }, nil
+}
+
+// removeLeftovers deletes temporary files and directories that a build
+// killed halfway left behind. It runs under the lock, so none is in use.
+func removeLeftovers(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if strings.HasPrefix(n, ".disk-") || (strings.HasPrefix(n, ".") && strings.Contains(n, ".tmp-")) {
+			os.RemoveAll(filepath.Join(dir, n))
+		}
+	}
 }
 
 func makeMode(dir string, mode os.FileMode) error {

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -20,6 +21,11 @@ import (
 // bootDeadline bounds each boot from exec to Marker. Under TCG this guest
 // needs about 3 s; the margin is for loaded CI machines.
 const bootDeadline = 60 * time.Second
+
+// microvm is not booted here: under TCG its guest can fail to calibrate
+// the TSC against the PIT on a busy host and hang ("tsc: Marking TSC
+// unstable due to could not calculate TSC khz"), even with -icount; hutch
+// uses q35 under TCG for that reason (see docs/architecture.md).
 
 func TestBuild(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "cache")
@@ -67,7 +73,13 @@ func TestBuild(t *testing.T) {
 		t.Errorf("second build replaced artefacts: %v -> %v", before, after)
 	}
 
-	// A stamp that does not match the inputs causes a rebuild.
+	// A stamp that does not match the inputs causes a rebuild, which also
+	// clears what an interrupted build left behind.
+	for _, p := range []string{".disk-123", ".initrd.gz.tmp-456"} {
+		if err := os.WriteFile(filepath.Join(dir, p), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := os.WriteFile(filepath.Join(dir, "stamp"), []byte("stale\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -77,19 +89,24 @@ func TestBuild(t *testing.T) {
 	if after := inodes(t, g); after == before {
 		t.Error("stale stamp: artefacts were not rebuilt")
 	}
+	for _, p := range []string{".disk-123", ".initrd.gz.tmp-456"} {
+		if _, err := os.Stat(filepath.Join(dir, p)); err == nil {
+			t.Errorf("leftover %s not removed", p)
+		}
+	}
 }
 
-func inodes(t *testing.T, g Guest) string {
+func inodes(t *testing.T, g Guest) [3]uint64 {
 	t.Helper()
-	var b strings.Builder
-	for _, p := range []string{g.Kernel, g.Initrd, g.DiskImage} {
-		out, err := exec.Command("stat", "-c", "%i", p).Output()
+	var ino [3]uint64
+	for i, p := range []string{g.Kernel, g.Initrd, g.DiskImage} {
+		st, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b.WriteString(strings.TrimSpace(string(out)) + " ")
+		ino[i] = st.Sys().(*syscall.Stat_t).Ino
 	}
-	return b.String()
+	return ino
 }
 
 func TestBuildConcurrent(t *testing.T) {
@@ -123,20 +140,17 @@ func TestBuildConcurrent(t *testing.T) {
 	}
 }
 
-func TestBootMicrovm(t *testing.T) {
+func TestBootQ35Kernel(t *testing.T) {
 	g := buildForBoot(t)
 	httpPort, echoPort := freePort(t), freePort(t)
-	vm := startVM(t, "-M", "microvm",
+	vm := startVM(t, "-M", "q35",
 		"-kernel", g.Kernel, "-initrd", g.Initrd, "-append", "console=ttyS0",
 		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:%d,hostfwd=tcp:127.0.0.1:%d-:%d", httpPort, HTTPPort, echoPort, EchoPort),
-		"-device", "virtio-net-device,netdev=n0")
-	t.Logf("microvm: marker %.2fs after exec", vm.waitMarker(t).Seconds())
+		"-device", "virtio-net-pci,netdev=n0")
+	t.Logf("q35 from kernel: marker %.2fs after exec", vm.waitMarker(t).Seconds())
 	checkHTTP(t, httpPort)
 	checkEcho(t, echoPort)
-	// The NIC must have come through virtio-mmio as enumerated by ACPI
-	// (_HID LNRO0005): this kernel cannot take virtio_mmio.device= from the
-	// command line, which is what microvm falls back to with acpi=off.
-	vm.run(t, "readlink -f /sys/class/net/eth0/device", "LNRO0005")
+	vm.run(t, "readlink -f /sys/class/net/eth0/device", "/pci0000:00/")
 	// Longer than 80 columns: the console must not wrap typed commands.
 	vm.run(t, "echo "+strings.Repeat("x", 100)+" long-$((1+1))", "long-2")
 	vm.poweroffFromShell(t)
@@ -165,24 +179,16 @@ func TestBootQ35Disk(t *testing.T) {
 }
 
 // TestPoweroffArg boots with PoweroffArg: the guest prints Marker and powers
-// off, and QEMU must exit by itself on both machine types.
+// off, and QEMU must exit by itself.
 func TestPoweroffArg(t *testing.T) {
 	g := buildForBoot(t)
-	for _, machine := range []string{"microvm", "q35"} {
-		t.Run(machine, func(t *testing.T) {
-			vm := startVM(t, "-M", machine, "-kernel", g.Kernel, "-initrd", g.Initrd,
-				"-append", "console=ttyS0 "+PoweroffArg)
-			vm.waitMarker(t)
-			vm.waitExit(t, 30*time.Second)
-		})
-	}
+	vm := startVM(t, "-M", "q35", "-kernel", g.Kernel, "-initrd", g.Initrd, "-append", "console=ttyS0 "+PoweroffArg)
+	vm.waitMarker(t)
+	vm.waitExit(t, 30*time.Second)
 }
 
 func buildForBoot(t *testing.T) Guest {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("boots a VM; not run with -short")
-	}
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Fatalf("qemu-system-x86_64 not found (apt-get install qemu-system-x86): %v", err)
 	}
