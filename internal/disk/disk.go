@@ -54,3 +54,38 @@ func stderrOf(err error) string {
 	}
 	return err.Error()
 }
+
+// Layer is one file of an image's backing chain.
+type Layer struct {
+	Path   string
+	Format string
+}
+
+// Chain returns the image at path and every backing file below it, top
+// first, so each can be opened by the privileged side and passed down.
+func Chain(path string) ([]Layer, error) {
+	bin, err := exec.LookPath(Tool)
+	if err != nil {
+		return nil, fmt.Errorf("%s not found on PATH: install it (Debian: apt-get install qemu-utils)", Tool)
+	}
+	out, err := exec.Command(bin, "info", "-U", "--backing-chain", "--output=json", path).Output()
+	if err != nil {
+		return nil, fmt.Errorf("read image %s: %s", path, stderrOf(err))
+	}
+	var infos []struct {
+		Filename string `json:"filename"`
+		Format   string `json:"format"`
+	}
+	if err := json.Unmarshal(out, &infos); err != nil || len(infos) == 0 {
+		return nil, fmt.Errorf("read image %s: qemu-img info gave no chain", path)
+	}
+	chain := make([]Layer, 0, len(infos))
+	for _, in := range infos {
+		p := in.Filename
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(filepath.Dir(path), p)
+		}
+		chain = append(chain, Layer{Path: p, Format: in.Format})
+	}
+	return chain, nil
+}

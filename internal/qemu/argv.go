@@ -5,7 +5,6 @@ package qemu
 import (
 	"fmt"
 	"strconv"
-	"strings"
 )
 
 // Binary is the VMM hutch runs.
@@ -22,29 +21,52 @@ const (
 // Sandbox is QEMU's seccomp sandbox with every optional denial on.
 const Sandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
-// Config is everything the command line is built from.
+// Config is everything the command line is built from. QEMU opens no path
+// of its own: every file, socket and tap comes as an inherited descriptor,
+// so the VMM needs no permission on anything (see FDSets and the *FD
+// fields).
 type Config struct {
-	Machine   string  `json:"machine"`
-	Accel     string  `json:"accel"` // kvm or tcg
-	CPUs      int     `json:"cpus"`
-	MemoryMiB int     `json:"memoryMiB"`
-	Kernel    string  `json:"kernel,omitempty"`
-	Initrd    string  `json:"initrd,omitempty"`
-	Append    string  `json:"append,omitempty"`
-	Drives    []Drive `json:"drives,omitempty"`
+	Machine   string `json:"machine"`
+	Accel     string `json:"accel"` // kvm or tcg
+	CPUs      int    `json:"cpus"`
+	MemoryMiB int    `json:"memoryMiB"`
+	// KernelFD and InitrdFD hold the kernel and initrd, named to QEMU as
+	// /proc/self/fd/N (-kernel does not understand /dev/fdset); 0 for none.
+	KernelFD int    `json:"kernelFD,omitempty"`
+	InitrdFD int    `json:"initrdFD,omitempty"`
+	Append   string `json:"append,omitempty"`
+	// FDSets are -add-fd groups; drives name them as /dev/fdset/N.
+	FDSets []FDSet `json:"fdsets,omitempty"`
+	Drives []Drive `json:"drives,omitempty"`
 	// Netdev is the -netdev value of the VM's one NIC (id n0); empty for none.
 	Netdev string `json:"netdev,omitempty"`
-	// SerialFD and QMPFD are the descriptor numbers QEMU inherits: a
-	// connected socket for the serial console and a listening one for QMP.
+	// SerialFD and QMPFD are a connected socket for the serial console and
+	// a listening one for QMP.
 	SerialFD int `json:"serialFD"`
 	QMPFD    int `json:"qmpFD"`
 }
 
-// Drive is one disk.
+// FDSet is one -add-fd set: the same file opened once read-only and, for
+// a writable layer, once read-write. QEMU picks the fd whose access mode
+// matches each open it makes, and it probes read-only first.
+type FDSet struct {
+	ID  int   `json:"id"`
+	FDs []int `json:"fds"`
+}
+
+// Drive is one disk: a chain of layers, the top first, each an fdset.
+// Naming the backing layers explicitly stops QEMU from opening the paths
+// written in a qcow2 header, which the VMM may not be allowed to read.
 type Drive struct {
-	Path     string `json:"path"`
-	Format   string `json:"format"`
-	ReadOnly bool   `json:"readOnly,omitempty"`
+	Layers   []Layer `json:"layers"`
+	ReadOnly bool    `json:"readOnly,omitempty"`
+	Boot     bool    `json:"boot,omitempty"`
+}
+
+// Layer is one image file of a drive's chain.
+type Layer struct {
+	FDSet  int    `json:"fdset"`
+	Format string `json:"format"`
 }
 
 // Argv is the full QEMU command line, binary first.
@@ -66,13 +88,18 @@ func (c Config) Argv(binary string) []string {
 	if c.Accel == "kvm" {
 		a = append(a, "-cpu", "host")
 	}
-	if c.Kernel != "" {
-		a = append(a, "-kernel", c.Kernel)
-		if c.Initrd != "" {
-			a = append(a, "-initrd", c.Initrd)
+	if c.KernelFD != 0 {
+		a = append(a, "-kernel", fdPath(c.KernelFD))
+		if c.InitrdFD != 0 {
+			a = append(a, "-initrd", fdPath(c.InitrdFD))
 		}
 		if c.Append != "" {
 			a = append(a, "-append", c.Append)
+		}
+	}
+	for _, s := range c.FDSets {
+		for _, fd := range s.FDs {
+			a = append(a, "-add-fd", fmt.Sprintf("fd=%d,set=%d", fd, s.ID))
 		}
 	}
 	for i, d := range c.Drives {
@@ -84,6 +111,8 @@ func (c Config) Argv(binary string) []string {
 	return a
 }
 
+func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
 func (c Config) machine() string {
 	if c.Machine == MicroVM {
 		// The guest finds the virtio-mmio devices through ACPI; distribution
@@ -93,13 +122,38 @@ func (c Config) machine() string {
 	return c.Machine
 }
 
+// drive builds the -blockdev graph of drive i, bottom layer first, and the
+// device on top of it.
 func (c Config) drive(i int, d Drive) []string {
-	id := "d" + strconv.Itoa(i)
-	opts := []string{"file=" + escape(d.Path), "format=" + d.Format, "if=none", "id=" + id, "cache=writeback"}
-	if d.ReadOnly {
-		opts = append(opts, "readonly=on")
+	var a []string
+	backing := ""
+	for j := len(d.Layers) - 1; j >= 0; j-- {
+		l := d.Layers[j]
+		node := fmt.Sprintf("d%d", i)
+		if j > 0 {
+			node = fmt.Sprintf("d%d-%d", i, j)
+		}
+		ro := ""
+		if j > 0 || d.ReadOnly {
+			ro = ",read-only=on"
+		}
+		a = append(a, "-blockdev", fmt.Sprintf("driver=file,node-name=%s-file,filename=/dev/fdset/%d%s", node, l.FDSet, ro))
+		fmtOpts := fmt.Sprintf("driver=%s,node-name=%s,file=%s-file%s", l.Format, node, node, ro)
+		if backing != "" {
+			fmtOpts += ",backing=" + backing
+		} else if l.Format == "qcow2" {
+			// The bottom layer has no backing: say so, or QEMU would follow
+			// a path its header might still name.
+			fmtOpts += ",backing="
+		}
+		a = append(a, "-blockdev", fmtOpts)
+		backing = node
 	}
-	return []string{"-drive", strings.Join(opts, ","), "-device", c.virtio("blk") + ",drive=" + id}
+	dev := c.virtio("blk") + ",drive=" + backing
+	if d.Boot {
+		dev += ",bootindex=0"
+	}
+	return append(a, "-device", dev)
 }
 
 // virtio names the virtio device model for the machine's transport.
@@ -109,6 +163,3 @@ func (c Config) virtio(kind string) string {
 	}
 	return "virtio-" + kind + "-pci"
 }
-
-// escape doubles commas, QEMU's quoting inside an option value.
-func escape(s string) string { return strings.ReplaceAll(s, ",", ",,") }

@@ -7,35 +7,55 @@ import (
 )
 
 func TestArgvKernelBoot(t *testing.T) {
-	c := Config{Machine: Q35, Accel: "tcg", CPUs: 2, MemoryMiB: 256, Kernel: "/k", Initrd: "/i", Append: "console=ttyS0",
+	c := Config{Machine: Q35, Accel: "tcg", CPUs: 2, MemoryMiB: 256, KernelFD: 5, InitrdFD: 6, Append: "console=ttyS0",
 		Netdev: "user,id=n0", SerialFD: 3, QMPFD: 4}
 	want := []string{"qemu", "-nodefaults", "-no-user-config", "-name", "hutch", "-machine", "q35", "-accel", "tcg",
 		"-smp", "2", "-m", "256M", "-display", "none", "-sandbox", Sandbox,
 		"-chardev", "socket,id=ser0,fd=3", "-serial", "chardev:ser0",
 		"-chardev", "socket,id=qmp,fd=4,server=on,wait=off", "-mon", "chardev=qmp,mode=control",
-		"-kernel", "/k", "-initrd", "/i", "-append", "console=ttyS0",
+		"-kernel", "/proc/self/fd/5", "-initrd", "/proc/self/fd/6", "-append", "console=ttyS0",
 		"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"}
 	if got := c.Argv("qemu"); !reflect.DeepEqual(got, want) {
 		t.Errorf("Argv =\n%q\nwant\n%q", got, want)
 	}
 }
 
-func TestArgvMicroVMAndDrives(t *testing.T) {
-	c := Config{Machine: MicroVM, Accel: "kvm", CPUs: 1, MemoryMiB: 128, SerialFD: 3, QMPFD: 4,
-		Drives: []Drive{{Path: "/a,b.qcow2", Format: "qcow2"}, {Path: "/d.raw", Format: "raw", ReadOnly: true}}}
+// An overlay over a base: both layers come from fdsets, the backing link
+// is explicit, and the bottom qcow2 is told it has no backing.
+func TestArgvDriveChain(t *testing.T) {
+	c := Config{Machine: Q35, Accel: "tcg", CPUs: 1, MemoryMiB: 128, SerialFD: 3, QMPFD: 4,
+		FDSets: []FDSet{{ID: 1, FDs: []int{5, 6}}, {ID: 2, FDs: []int{7}}, {ID: 3, FDs: []int{8}}},
+		Drives: []Drive{
+			{Layers: []Layer{{FDSet: 1, Format: "qcow2"}, {FDSet: 2, Format: "qcow2"}}, Boot: true},
+			{Layers: []Layer{{FDSet: 3, Format: "raw"}}, ReadOnly: true},
+		}}
 	got := strings.Join(c.Argv("qemu"), " ")
-	for _, want := range []string{
-		"-machine microvm,acpi=on",
-		"-cpu host",
-		"-drive file=/a,,b.qcow2,format=qcow2,if=none,id=d0,cache=writeback -device virtio-blk-device,drive=d0",
-		"-drive file=/d.raw,format=raw,if=none,id=d1,cache=writeback,readonly=on -device virtio-blk-device,drive=d1",
-	} {
+	want := "-add-fd fd=5,set=1 -add-fd fd=6,set=1 -add-fd fd=7,set=2 -add-fd fd=8,set=3 " +
+		"-blockdev driver=file,node-name=d0-1-file,filename=/dev/fdset/2,read-only=on " +
+		"-blockdev driver=qcow2,node-name=d0-1,file=d0-1-file,read-only=on,backing= " +
+		"-blockdev driver=file,node-name=d0-file,filename=/dev/fdset/1 " +
+		"-blockdev driver=qcow2,node-name=d0,file=d0-file,backing=d0-1 " +
+		"-device virtio-blk-pci,drive=d0,bootindex=0 " +
+		"-blockdev driver=file,node-name=d1-file,filename=/dev/fdset/3,read-only=on " +
+		"-blockdev driver=raw,node-name=d1,file=d1-file,read-only=on " +
+		"-device virtio-blk-pci,drive=d1"
+	if !strings.HasSuffix(got, want) {
+		t.Errorf("argv =\n%s\nwant it to end with\n%s", got, want)
+	}
+}
+
+func TestArgvMicroVM(t *testing.T) {
+	c := Config{Machine: MicroVM, Accel: "kvm", CPUs: 1, MemoryMiB: 128, SerialFD: 3, QMPFD: 4,
+		FDSets: []FDSet{{ID: 1, FDs: []int{5}}}, Drives: []Drive{{Layers: []Layer{{FDSet: 1, Format: "raw"}}}},
+		Netdev: "user,id=n0"}
+	got := strings.Join(c.Argv("qemu"), " ")
+	for _, want := range []string{"-machine microvm,acpi=on", "-cpu host", "-device virtio-blk-device,drive=d0", "-device virtio-net-device,netdev=n0"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("argv lacks %q:\n%s", want, got)
 		}
 	}
-	if strings.Contains(got, "-netdev") || strings.Contains(got, "-kernel") {
-		t.Errorf("argv has a NIC or kernel it was not given:\n%s", got)
+	if strings.Contains(got, "-kernel") {
+		t.Errorf("argv has a kernel it was not given:\n%s", got)
 	}
 }
 

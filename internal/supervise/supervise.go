@@ -18,7 +18,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/hutch-vm/hutch/internal/netstack"
 	"github.com/hutch-vm/hutch/internal/qemu"
 	"github.com/hutch-vm/hutch/internal/store"
 	"github.com/hutch-vm/hutch/internal/vm"
@@ -191,28 +190,20 @@ func (s *supervisor) start(attach *os.File) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("open qemu log: %w", err)
 	}
 	defer vmmLog.Close()
-	cfg := s.rec.Plan.VMM
-	files := []*os.File{theirs, qmpFile}
-	if h := s.rec.Plan.BridgeHelper; h != nil {
-		tap, err := netstack.OpenBridgeTap(h.Binary, h.Args[0])
-		if err != nil {
-			return nil, err
-		}
-		defer tap.Close()
-		files = append(files, tap) // fd 5, vm.TapFD
+	files, err := s.vmmFiles(theirs, qmpFile)
+	if err != nil {
+		stopPasst(s.passt, s.passtExited)
+		return nil, err
 	}
+	defer closeAll(files)
 	cmd := &exec.Cmd{
-		Path:   s.rec.Plan.QEMU,
-		Args:   cfg.Argv(s.rec.Plan.QEMU),
-		Env:    []string{},
-		Stdout: vmmLog,
-		Stderr: vmmLog,
-		// fd 3 and 4, as the plan's SerialFD and QMPFD say.
-		ExtraFiles:  files,
+		Path:        s.rec.Plan.QEMU,
+		Args:        s.rec.Plan.VMM.Argv(s.rec.Plan.QEMU),
+		Env:         []string{},
+		Stdout:      vmmLog,
+		Stderr:      vmmLog,
+		ExtraFiles:  files, // fd 3+i is the plan's i-th descriptor
 		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
-	}
-	if cfg.SerialFD != 3 || cfg.QMPFD != 4 {
-		return nil, fmt.Errorf("plan expects descriptors %d and %d, supervisor passes 3 and 4", cfg.SerialFD, cfg.QMPFD)
 	}
 	if err := cmd.Start(); err != nil {
 		stopPasst(s.passt, s.passtExited)

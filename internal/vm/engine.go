@@ -28,6 +28,8 @@ type Engine struct {
 	// Self is this executable; it is run again as each VM's supervisor.
 	Self      string
 	KVMDevice string
+	// System is set when root runs hutch: each VMM runs as a leased identity.
+	System bool
 	// BootDir and ModulesRoot are where the host's kernels and modules
 	// are found for a VM with no image (default /boot, /lib/modules).
 	BootDir, ModulesRoot string

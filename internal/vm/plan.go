@@ -16,13 +16,49 @@ import (
 	"github.com/hutch-vm/hutch/internal/qemu"
 )
 
-// The descriptors the supervisor hands QEMU, after stdin, stdout, stderr.
+// Kinds of descriptor the supervisor hands QEMU.
 const (
-	serialFD = 3
-	qmpFD    = 4
-	// TapFD is where QEMU finds the tap of a bridged VM.
-	TapFD = 5
+	FDSerial = "serial" // a connected socket, the other end the console mux
+	FDQMP    = "qmp"    // a listening socket at the runtime dir's qmp.sock
+	FDTap    = "tap"    // the VM's tap on its bridge
+	FDFile   = "file"   // Path, opened read-only or (Write) read-write
+	FDCopy   = "copy"   // a sealed memfd copy of Path, for files the VMM may not reopen
 )
+
+// FD is one descriptor QEMU inherits. The supervisor makes or opens them in
+// order: the i-th is QEMU's fd 3+i.
+type FD struct {
+	Kind  string `json:"kind"`
+	Path  string `json:"path,omitempty"`
+	Write bool   `json:"write,omitempty"`
+}
+
+// fdTable assigns descriptor numbers as the plan is built.
+type fdTable struct {
+	fds  []FD
+	sets int
+}
+
+func (t *fdTable) add(fd FD) int {
+	t.fds = append(t.fds, fd)
+	return 2 + len(t.fds)
+}
+
+// drive passes every layer of a chain as an fdset: read-only, plus
+// read-write for the top of a writable drive.
+func (t *fdTable) drive(cfg *qemu.Config, chain []disk.Layer, readOnly, boot bool) {
+	d := qemu.Drive{ReadOnly: readOnly, Boot: boot}
+	for i, l := range chain {
+		t.sets++
+		set := qemu.FDSet{ID: t.sets, FDs: []int{t.add(FD{Kind: FDFile, Path: l.Path})}}
+		if i == 0 && !readOnly {
+			set.FDs = append(set.FDs, t.add(FD{Kind: FDFile, Path: l.Path, Write: true}))
+		}
+		cfg.FDSets = append(cfg.FDSets, set)
+		d.Layers = append(d.Layers, qemu.Layer{FDSet: set.ID, Format: l.Format})
+	}
+	cfg.Drives = append(cfg.Drives, d)
+}
 
 // plan resolves s against the host. It reads but changes nothing; the
 // overlay it names is made later, inside the VM's new data dir.
@@ -43,7 +79,9 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		}
 		s.Kernel, s.Initrd, s.Append = m.Kernel, m.Initrd, "console=ttyS0"
 	}
-	cfg := qemu.Config{CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, SerialFD: serialFD, QMPFD: qmpFD, Machine: qemu.Q35}
+	var fds fdTable
+	cfg := qemu.Config{CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, Machine: qemu.Q35,
+		SerialFD: fds.add(FD{Kind: FDSerial}), QMPFD: fds.add(FD{Kind: FDQMP})}
 	for _, f := range []struct {
 		flag string
 		path *string
@@ -58,7 +96,11 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 	accel, notice := qemu.Probe(e.KVMDevice)
 	cfg.Accel = accel
 	if s.Kernel != "" {
-		cfg.Kernel, cfg.Initrd, cfg.Append = s.Kernel, s.Initrd, s.Append
+		cfg.KernelFD = fds.add(FD{Kind: e.fileKind(), Path: s.Kernel})
+		if s.Initrd != "" {
+			cfg.InitrdFD = fds.add(FD{Kind: e.fileKind(), Path: s.Initrd})
+		}
+		cfg.Append = s.Append
 		// microvm skips firmware and PCI, but its only clocks are the TSC
 		// and the PIT: under TCG on a busy host the guest kernel can fail
 		// to calibrate the TSC against the PIT and then hangs. With KVM the
@@ -69,15 +111,15 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 	}
 	var overlays []Overlay
 	if s.Image != "" {
-		format, err := disk.Format(s.Image)
+		chain, err := disk.Chain(s.Image)
 		if err != nil {
 			return Plan{}, &InputError{msg: err.Error()}
 		}
 		// The base's format goes into the overlay's header, so QEMU never
 		// probes (and never trusts) a raw base's content.
-		ov := Overlay{Path: e.Layout.VM(s.Name).Overlay(0), Base: s.Image, BaseFormat: format}
+		ov := Overlay{Path: e.Layout.VM(s.Name).Overlay(0), Base: s.Image, BaseFormat: chain[0].Format}
 		overlays = append(overlays, ov)
-		cfg.Drives = append(cfg.Drives, qemu.Drive{Path: ov.Path, Format: "qcow2"})
+		fds.drive(&cfg, append([]disk.Layer{{Path: ov.Path, Format: "qcow2"}}, chain...), false, true)
 	}
 	for i, d := range s.Disks {
 		mode := os.O_RDWR
@@ -87,11 +129,11 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		if s.Disks[i].Path, err = readable("--disk", d.Path, mode); err != nil {
 			return Plan{}, err
 		}
-		format, err := disk.Format(s.Disks[i].Path)
+		chain, err := disk.Chain(s.Disks[i].Path)
 		if err != nil {
 			return Plan{}, &InputError{msg: err.Error()}
 		}
-		cfg.Drives = append(cfg.Drives, qemu.Drive{Path: s.Disks[i].Path, Format: format, ReadOnly: d.ReadOnly})
+		fds.drive(&cfg, chain, d.ReadOnly, false)
 	}
 	paths := e.Layout.VM(s.Name)
 	var passt *Helper
@@ -108,16 +150,26 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		if err := netstack.CheckBridgeHelper(e.bridgeHelper()); err != nil {
 			return Plan{}, err
 		}
-		cfg.Netdev = netstack.TapNetdev("n0", TapFD)
+		cfg.Netdev = netstack.TapNetdev("n0", fds.add(FD{Kind: FDTap}))
 	}
 	if s.notice != "" {
 		notice = strings.TrimPrefix(notice+"\nhutch: "+s.notice, "\nhutch: ")
 	}
-	plan := Plan{QEMU: bin, VMM: cfg, Identity: id, Overlays: overlays, Passt: passt, RunDir: paths.Run, notice: notice}
+	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Passt: passt, RunDir: paths.Run, notice: notice}
 	if s.Network == NetBridge {
 		plan.BridgeHelper = &Helper{Binary: e.bridgeHelper(), Args: []string{s.Bridge}}
 	}
 	return plan, nil
+}
+
+// fileKind is how the kernel and initrd reach QEMU: the file itself when
+// the VMM runs as the caller, a sealed copy when it runs as an identity
+// that could not reopen the caller's file through /proc/self/fd.
+func (e *Engine) fileKind() string {
+	if e.System {
+		return FDCopy
+	}
+	return FDFile
 }
 
 func (e *Engine) bootDir() string {

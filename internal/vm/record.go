@@ -21,6 +21,7 @@ const (
 type Plan struct {
 	QEMU     string            `json:"qemu"`
 	VMM      qemu.Config       `json:"vmm"`
+	FDs      []FD              `json:"fds"`
 	Identity identity.Identity `json:"identity"`
 	// Overlays are the files hutch made for this VM and removes with it.
 	Overlays []Overlay `json:"overlays,omitempty"`
@@ -103,6 +104,8 @@ type View struct {
 	ExitCode *int               `json:"exitCode,omitempty"`
 	Reason   string             `json:"reason,omitempty"`
 	Command  []string           `json:"command"`
+	// Descriptors are what QEMU inherits, in order from fd 3.
+	Descriptors []FD `json:"descriptors"`
 }
 
 // live is the record's status checked against the process table.
@@ -129,7 +132,7 @@ func (r Record) view() View {
 		Groups: r.Plan.Identity.Groups, RuntimeDir: r.Plan.RunDir, Accel: r.Plan.VMM.Accel,
 		Machine: r.Plan.VMM.Machine, CPUs: r.Spec.CPUs, MemoryMiB: r.Spec.MemoryMiB,
 		Network: r.Spec.Network, Bridge: r.Spec.Bridge, Ports: r.Spec.Ports, Image: r.Spec.Image, Kernel: r.Spec.Kernel,
-		Created: r.Created, Reason: s.Reason, Command: r.Plan.VMM.Argv(r.Plan.QEMU),
+		Created: r.Created, Reason: s.Reason, Command: r.Plan.VMM.Argv(r.Plan.QEMU), Descriptors: r.Plan.FDs,
 	}
 	if v.Groups == nil {
 		v.Groups = []int{}

@@ -123,7 +123,12 @@ type view struct {
 	ExitCode      *int     `json:"exitCode"`
 	Reason        string   `json:"reason"`
 	Command       []string `json:"command"`
-	Ports         []struct {
+	Descriptors   []struct {
+		Kind  string `json:"kind"`
+		Path  string `json:"path"`
+		Write bool   `json:"write"`
+	} `json:"descriptors"`
+	Ports []struct {
 		HostIP    string `json:"hostIP"`
 		HostPort  int    `json:"hostPort"`
 		GuestPort int    `json:"guestPort"`

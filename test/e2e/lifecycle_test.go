@@ -196,9 +196,16 @@ func TestDiskImageBootsThroughOverlay(t *testing.T) {
 	port := freePort(t)
 	u.ok("run", "-d", "--name", "vm2", "--memory", "256M", "-p", strconv.Itoa(port)+":80", base)
 	waitPage(t, port)
-	v := u.inspect("vm2")
-	if !strings.Contains(strings.Join(v.Command, " "), "disk0.qcow2") {
-		t.Errorf("qemu does not boot the overlay: %v", v.Command)
+	// QEMU holds the overlay read-write and the base read-only, both as
+	// descriptors: it opens no image path itself.
+	var overlayRW, baseRO, baseRW bool
+	for _, d := range u.inspect("vm2").Descriptors {
+		overlayRW = overlayRW || (strings.HasSuffix(d.Path, "/disk0.qcow2") && d.Write)
+		baseRO = baseRO || (d.Path == base && !d.Write)
+		baseRW = baseRW || (d.Path == base && d.Write)
+	}
+	if !overlayRW || !baseRO || baseRW {
+		t.Errorf("descriptors: overlay read-write %v, base read-only %v, base read-write %v", overlayRW, baseRO, baseRW)
 	}
 	if got := fileFacts(t, base); got != before {
 		t.Errorf("base image changed while running: %s -> %s", before, got)

@@ -1,0 +1,98 @@
+package supervise
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hutch-vm/hutch/internal/netstack"
+	"github.com/hutch-vm/hutch/internal/vm"
+)
+
+// vmmFiles makes or opens, in plan order, every descriptor QEMU inherits.
+// This is the privileged side: the VMM gets descriptors, never a path it
+// would need permission for. The caller closes the returned files once
+// QEMU has them.
+func (s *supervisor) vmmFiles(serial, qmp *os.File) ([]*os.File, error) {
+	var files []*os.File
+	fail := func(err error) ([]*os.File, error) {
+		closeAll(files)
+		return nil, err
+	}
+	for _, fd := range s.rec.Plan.FDs {
+		var f *os.File
+		var err error
+		switch fd.Kind {
+		case vm.FDSerial:
+			f, err = dup(serial)
+		case vm.FDQMP:
+			f, err = dup(qmp)
+		case vm.FDTap:
+			f, err = s.openTap()
+		case vm.FDFile:
+			mode := os.O_RDONLY
+			if fd.Write {
+				mode = os.O_RDWR
+			}
+			f, err = os.OpenFile(fd.Path, mode, 0)
+		case vm.FDCopy:
+			f, err = sealedCopy(fd.Path)
+		default:
+			err = fmt.Errorf("unknown descriptor kind %q in plan", fd.Kind)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		files = append(files, f)
+	}
+	return files, nil
+}
+
+func (s *supervisor) openTap() (*os.File, error) {
+	h := s.rec.Plan.BridgeHelper
+	if h == nil {
+		return nil, fmt.Errorf("plan has a tap but no bridge")
+	}
+	return netstack.OpenBridgeTap(h.Binary, h.Args[0])
+}
+
+func dup(f *os.File) (*os.File, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dup %s: %w", f.Name(), err)
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
+// sealedCopy copies path into a memfd that can no longer change. QEMU
+// running as another identity cannot reopen a file it may not read, not
+// even through /proc/self/fd; it can reopen its own memfd.
+func sealedCopy(path string) (*os.File, error) {
+	src, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	fd, err := unix.MemfdCreate("hutch-boot", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("copy %s: memfd: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	if _, err := io.Copy(f, src); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("copy %s: %w", path, err)
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SEAL|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("seal copy of %s: %w", path, err)
+	}
+	return f, nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
