@@ -9,6 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hutch-vm/hutch/internal/config"
+	"github.com/hutch-vm/hutch/internal/identity"
 	"github.com/hutch-vm/hutch/internal/store"
 	"github.com/hutch-vm/hutch/internal/vm"
 )
@@ -35,7 +37,7 @@ func main() {
 		return usageError{fmt.Errorf("%w (see hutch %s --help)", err, c.Name())}
 	})
 	root.AddCommand(runCmd(), psCmd(), inspectCmd(), logsCmd(), consoleCmd(), stopCmd(),
-		killCmd(), rmCmd(), portCmd(), checkCmd(), versionCmd(), superviseCmd())
+		killCmd(), rmCmd(), portCmd(), checkCmd(), versionCmd(), superviseCmd(), execCmd())
 	err := root.Execute()
 	if err == nil {
 		return
@@ -74,19 +76,29 @@ func args(check cobra.PositionalArgs) cobra.PositionalArgs {
 	}
 }
 
+// newEngine sets hutch up for who runs it: an ordinary user gets session
+// VMs under the XDG dirs; root gets system mode, where every VMM runs as an
+// identity leased for it.
 func newEngine() (*vm.Engine, error) {
-	if os.Geteuid() == 0 {
-		return nil, errors.New("hutch is running as root: a VMM must never run as root, and system mode is not available yet; run hutch as an ordinary user")
-	}
-	l, err := store.SessionLayout()
-	if err != nil {
-		return nil, err
-	}
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find the hutch executable: %w", err)
 	}
-	return &vm.Engine{Layout: l, Self: self, KVMDevice: "/dev/kvm", Notice: os.Stderr}, nil
+	e := &vm.Engine{Self: self, KVMDevice: "/dev/kvm", Notice: os.Stderr}
+	if os.Geteuid() != 0 {
+		e.Layout, err = store.SessionLayout()
+		return e, err
+	}
+	cfg, err := config.Load(config.SystemPath)
+	if err != nil {
+		return nil, err
+	}
+	if e.Layout, err = store.SystemLayout(); err != nil {
+		return nil, err
+	}
+	e.System = true
+	e.Ledger = &identity.Ledger{Path: e.Layout.Leases(), First: cfg.Leases.First, Count: cfg.Leases.Count}
+	return e, nil
 }
 
 func init() {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hutch-vm/hutch/internal/launch"
 	"github.com/hutch-vm/hutch/internal/store"
 	"github.com/hutch-vm/hutch/internal/supervise"
 	"github.com/hutch-vm/hutch/internal/vm"
@@ -34,4 +35,18 @@ func superviseCmd() *cobra.Command {
 	c.Flags().StringVar(&l.DataRoot, "data-root", "", "")
 	c.Flags().BoolVar(&withConsole, "console", false, "")
 	return c
+}
+
+// execCmd is the pre-exec stage that drops a VM's process to its leased
+// identity before it becomes QEMU or passt; users never call it.
+func execCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                launch.StageCommand + " SPEC",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		Args:               args(cobra.ExactArgs(1)),
+		RunE: func(c *cobra.Command, a []string) error {
+			return launch.Stage(a[0])
+		},
+	}
 }

@@ -276,11 +276,6 @@ func TestProblems(t *testing.T) {
 		detail string // in Detail
 		fix    string // in Fix
 	}{
-		{"root", "user", func(h *fakeHost) { h.user = User{UID: 0, Name: "root", GID: 0} }, Fail, "running as root", "su - USER"},
-		{"root via sudo", "user", func(h *fakeHost) {
-			h.user = User{UID: 0, Name: "root", GID: 0}
-			h.env["SUDO_USER"] = "alice"
-		}, Fail, "running as root", "sudo -u alice hutch check"},
 		{"unknown user", "user", func(h *fakeHost) { h.userErr = errors.New("getgroups: EINVAL") }, Fail, "cannot tell who", "login shell"},
 
 		{"old kernel", "kernel-version", func(h *fakeHost) { h.release = "4.9.0-8-amd64" }, Fail, "older than 4.14", "apt-get install linux-image-amd64"},
@@ -447,7 +442,8 @@ func TestCanRunVMs(t *testing.T) {
 			delete(h.files, "/usr/lib/qemu/qemu-bridge-helper")
 		}, true},
 		{"no qemu", func(h *fakeHost) { delete(h.paths, "qemu-system-x86_64") }, false},
-		{"root", func(h *fakeHost) { h.user = User{UID: 0, Name: "root"} }, false},
+		// Root runs system mode: each VMM gets a leased identity.
+		{"root", func(h *fakeHost) { h.user = User{UID: 0, Name: "root"} }, true},
 		{"unusable runtime dir", func(h *fakeHost) { h.env["XDG_RUNTIME_DIR"] = "/nonexistent" }, false},
 	}
 	for _, tt := range tests {
@@ -504,6 +500,16 @@ func TestCompareVersions(t *testing.T) {
 	for _, tt := range tests {
 		if got := compareVersions(tt.a, tt.b); got != tt.want {
 			t.Errorf("compareVersions(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
+
+func TestRootIsSystemMode(t *testing.T) {
+	h := healthy()
+	h.user = User{UID: 0, Name: "root"}
+	for _, r := range Run(h) {
+		if r.Check == "user" && (r.Status != OK || !strings.Contains(r.Detail, "system mode")) {
+			t.Errorf("user check as root = %+v, want ok naming system mode", r)
 		}
 	}
 }

@@ -89,6 +89,43 @@ func SessionLayout() (Layout, error) {
 	return l, nil
 }
 
+// System roots: where root's VMs live.
+const (
+	SystemRunRoot   = "/run/hutch"
+	SystemDataRoot  = "/var/lib/hutch"
+	SystemCacheRoot = "/var/cache/hutch"
+)
+
+// SystemLayout is the layout when root runs hutch. The runtime roots are
+// 0711: each VM's runtime dir below is 0700 and owned by that VM's leased
+// identity, which must be able to reach it by path (passt's socket) while
+// no one may list the VMs there. Everything else stays root's, 0700.
+func SystemLayout() (Layout, error) {
+	l := Layout{RunRoot: SystemRunRoot, DataRoot: SystemDataRoot, CacheRoot: SystemCacheRoot}
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{
+		{l.RunRoot, 0o711}, {filepath.Join(l.RunRoot, vmsDir), 0o711},
+		{l.DataRoot, 0o700}, {l.VMsDir(), 0o700}, {l.CacheRoot, 0o700},
+	} {
+		if err := os.MkdirAll(d.path, d.mode); err != nil {
+			return Layout{}, fmt.Errorf("create %s: %w", d.path, err)
+		}
+		// MkdirAll honours the umask and leaves existing dirs alone; the
+		// modes are part of the security model, so set them.
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			return Layout{}, fmt.Errorf("set mode of %s: %w", d.path, err)
+		}
+	}
+	return l, nil
+}
+
+// Leases is the ledger of identities leased to system VMs. It lives on
+// the runtime tmpfs: holders are recognised by start times counted from
+// boot, which a ledger kept across a reboot could match by chance.
+func (l Layout) Leases() string { return filepath.Join(l.RunRoot, "leases.json") }
+
 // ensurePrivateDir makes sure dir is a real directory owned by uid that no
 // one else can enter. With create it makes a missing one (0700); an
 // existing one that fails the check is an error, never repaired, because

@@ -23,13 +23,8 @@ func (s *supervisor) startPasst(h *vm.Helper) (cmd *exec.Cmd, exited chan error,
 		return nil, nil, fmt.Errorf("open passt log: %w", err)
 	}
 	defer logf.Close()
-	cmd = &exec.Cmd{
-		Path:        h.Binary,
-		Args:        append([]string{h.Binary}, h.Args...),
-		Env:         []string{},
-		Stdout:      logf,
-		Stderr:      logf,
-		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+	if cmd, err = s.spawn(append([]string{h.Binary}, h.Args...), nil, logf); err != nil {
+		return nil, nil, err
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, nil, fmt.Errorf("start passt: %w", err)

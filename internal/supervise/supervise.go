@@ -18,6 +18,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hutch-vm/hutch/internal/cgroup"
+	"github.com/hutch-vm/hutch/internal/identity"
 	"github.com/hutch-vm/hutch/internal/qemu"
 	"github.com/hutch-vm/hutch/internal/store"
 	"github.com/hutch-vm/hutch/internal/vm"
@@ -41,6 +43,9 @@ func Run(l store.Layout, name string, ready *os.File, attach *os.File) error {
 		return err
 	}
 	s := &supervisor{paths: p, rec: rec}
+	if rec.Plan.System {
+		s.takeLease(l)
+	}
 	cmd, err := s.start(attach)
 	if err != nil {
 		s.finish(-1, err.Error())
@@ -109,6 +114,24 @@ type supervisor struct {
 
 	passt       *exec.Cmd
 	passtExited chan error // nil when no passt runs
+	cgroup      *cgroup.Group
+	ledger      *identity.Ledger // the lease of a system VM
+}
+
+// makeRunDir makes the VM's private runtime dir, owned by the identity
+// its processes run as (passt makes its socket there).
+func (s *supervisor) makeRunDir() error {
+	run := s.paths.Run
+	if err := os.Mkdir(run, 0o700); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("create runtime dir: %w", err)
+	}
+	if s.rec.Plan.System {
+		id := s.rec.Plan.Identity
+		if err := os.Chown(run, id.UID, id.GID); err != nil {
+			return fmt.Errorf("give runtime dir to uid %d: %w", id.UID, err)
+		}
+	}
+	return nil
 }
 
 func fail(ready *os.File, err error) {
@@ -121,9 +144,8 @@ func fail(ready *os.File, err error) {
 // start prepares the runtime dir, the console and QMP sockets, and execs
 // QEMU with them as inherited descriptors.
 func (s *supervisor) start(attach *os.File) (*exec.Cmd, error) {
-	run := s.paths.Run
-	if err := os.MkdirAll(run, 0o700); err != nil {
-		return nil, fmt.Errorf("create runtime dir: %w", err)
+	if err := s.makeRunDir(); err != nil {
+		return nil, err
 	}
 	os.Remove(s.paths.QMP())
 	os.Remove(s.paths.Console())
@@ -196,14 +218,11 @@ func (s *supervisor) start(attach *os.File) (*exec.Cmd, error) {
 		return nil, err
 	}
 	defer closeAll(files)
-	cmd := &exec.Cmd{
-		Path:        s.rec.Plan.QEMU,
-		Args:        s.rec.Plan.VMM.Argv(s.rec.Plan.QEMU),
-		Env:         []string{},
-		Stdout:      vmmLog,
-		Stderr:      vmmLog,
-		ExtraFiles:  files, // fd 3+i is the plan's i-th descriptor
-		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+	// fd 3+i is the plan's i-th descriptor.
+	cmd, err := s.spawn(s.rec.Plan.VMM.Argv(s.rec.Plan.QEMU), files, vmmLog)
+	if err != nil {
+		stopPasst(s.passt, s.passtExited)
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
 		stopPasst(s.passt, s.passtExited)
@@ -280,10 +299,46 @@ func (s *supervisor) finish(code int, reason string) {
 	slog.Info("vm stopped", "code", code, "reason", reason)
 }
 
-// cleanup removes the sockets, and the whole VM when it was run with --rm.
+// takeLease makes this supervisor the holder of the VM's identity and puts
+// the VM in a cgroup of its own where the host offers one.
+func (s *supervisor) takeLease(l store.Layout) {
+	self, _ := store.Self()
+	s.ledger = &identity.Ledger{Path: l.Leases()}
+	if err := s.ledger.SetHolder(s.rec.Name, self); err != nil {
+		slog.Error("take over the lease", "err", err)
+	}
+	mem := int64(s.rec.Spec.MemoryMiB+vmmOverheadMiB) << 20
+	g, err := cgroup.Create(cgroup.Host(), s.rec.Name, cgroup.Limits{MemoryBytes: mem, Pids: vmPids, CPUs: float64(s.rec.Spec.CPUs)})
+	if err != nil {
+		slog.Warn("running without a cgroup", "reason", err)
+		return
+	}
+	s.cgroup = g
+}
+
+// Cgroup limits beyond the guest's own memory and CPUs: QEMU's own heap,
+// TCG's code cache and passt, and the threads QEMU and passt start.
+const (
+	vmmOverheadMiB = 384
+	vmPids         = 512
+)
+
+// cleanup removes the sockets, and the whole VM when it was run with --rm;
+// for a system VM also its cgroup and its lease, last, once nothing of
+// the VM runs as that identity any more.
 func (s *supervisor) cleanup(l store.Layout) {
 	if err := os.RemoveAll(s.paths.Run); err != nil {
 		slog.Error("remove runtime dir", "err", err)
+	}
+	if s.cgroup != nil {
+		if err := s.cgroup.Remove(); err != nil {
+			slog.Error("remove cgroup", "err", err)
+		}
+	}
+	if s.ledger != nil {
+		if err := s.ledger.Release(s.rec.Name); err != nil {
+			slog.Error("release lease", "err", err)
+		}
 	}
 	if s.rec.Spec.Remove {
 		if err := store.Remove(l, s.rec.Name); err != nil && !errors.Is(err, store.ErrNotFound) {

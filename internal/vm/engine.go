@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hutch-vm/hutch/internal/disk"
+	"github.com/hutch-vm/hutch/internal/identity"
 	"github.com/hutch-vm/hutch/internal/netstack"
 	"github.com/hutch-vm/hutch/internal/qemu"
 	"github.com/hutch-vm/hutch/internal/store"
@@ -28,8 +29,10 @@ type Engine struct {
 	// Self is this executable; it is run again as each VM's supervisor.
 	Self      string
 	KVMDevice string
-	// System is set when root runs hutch: each VMM runs as a leased identity.
+	// System is set when root runs hutch: each VMM runs as a leased
+	// identity from Ledger.
 	System bool
+	Ledger *identity.Ledger
 	// BootDir and ModulesRoot are where the host's kernels and modules
 	// are found for a VM with no image (default /boot, /lib/modules).
 	BootDir, ModulesRoot string
@@ -78,7 +81,15 @@ func (e *Engine) Run(s Spec, console *os.File) (string, error) {
 		return nil
 	}
 	for {
+		if e.System {
+			if err := e.lease(&rec); err != nil {
+				return "", err
+			}
+		}
 		err = store.Create(e.Layout, s.Name, rec, fill)
+		if err != nil && e.System {
+			e.Ledger.Release(s.Name)
+		}
 		if !errors.Is(err, store.ErrExists) || !generated {
 			break
 		}
@@ -196,7 +207,7 @@ func (e *Engine) Inspect(name string) (View, error) {
 // List returns the VMs, running ones only unless all, sorted by name. It
 // also finishes removals and creations that a killed command cut short.
 func (e *Engine) List(all bool) ([]View, error) {
-	store.Sweep(e.Layout)
+	e.tidy()
 	names, err := store.Names(e.Layout)
 	if err != nil {
 		return nil, err
@@ -297,6 +308,12 @@ func (e *Engine) Remove(name string, force bool) error {
 	if err := store.Remove(e.Layout, name); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
+	if e.System {
+		if err := e.Ledger.Release(name); err != nil {
+			return fmt.Errorf("release the lease of vm %q: %w", name, err)
+		}
+	}
+	e.tidy()
 	return nil
 }
 

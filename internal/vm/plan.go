@@ -147,8 +147,10 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 	case s.Network == NetSlirp:
 		cfg.Netdev = netstack.SlirpNetdev("n0", s.Ports)
 	case s.Network == NetBridge:
-		if err := netstack.CheckBridgeHelper(e.bridgeHelper()); err != nil {
-			return Plan{}, err
+		if !e.System {
+			if err := netstack.CheckBridgeHelper(e.bridgeHelper()); err != nil {
+				return Plan{}, err
+			}
 		}
 		cfg.Netdev = netstack.TapNetdev("n0", fds.add(FD{Kind: FDTap}))
 	}
@@ -156,7 +158,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		notice = strings.TrimPrefix(notice+"\nhutch: "+s.notice, "\nhutch: ")
 	}
 	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Passt: passt, RunDir: paths.Run, notice: notice}
-	if s.Network == NetBridge {
+	if s.Network == NetBridge && !e.System {
 		plan.BridgeHelper = &Helper{Binary: e.bridgeHelper(), Args: []string{s.Bridge}}
 	}
 	return plan, nil

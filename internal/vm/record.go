@@ -19,9 +19,11 @@ const (
 // Plan is a Spec resolved against the host: who runs the VMM, which binary,
 // which accelerator, which files.
 type Plan struct {
-	QEMU     string            `json:"qemu"`
-	VMM      qemu.Config       `json:"vmm"`
-	FDs      []FD              `json:"fds"`
+	QEMU string      `json:"qemu"`
+	VMM  qemu.Config `json:"vmm"`
+	FDs  []FD        `json:"fds"`
+	// System is set for a VM root started: its processes run as a lease.
+	System   bool              `json:"system,omitempty"`
 	Identity identity.Identity `json:"identity"`
 	// Overlays are the files hutch made for this VM and removes with it.
 	Overlays []Overlay `json:"overlays,omitempty"`

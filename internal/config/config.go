@@ -1,0 +1,159 @@
+// Package config reads hutch's system configuration, /etc/hutch/hutch.toml.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// SystemPath is the configuration read when root runs hutch.
+const SystemPath = "/etc/hutch/hutch.toml"
+
+// The default lease range starts just past systemd-nspawn's container range
+// (0x00080000-0x6FFFFFFF) and far above shadow's subordinate ranges (which
+// grow up from 100000 in blocks of 65536), so it collides with nothing a
+// stock host hands out. Ids the host does use are skipped at lease time.
+const (
+	DefaultLeaseFirst = 0x70000000 // 1879048192
+	DefaultLeaseCount = 65536
+)
+
+// MaxLeaseCount bounds the range: the allocator scans it under a lock, and
+// no host runs a million VMs.
+const MaxLeaseCount = 1 << 20
+
+// maxID is the highest usable id: 4294967295 is (uid_t)-1, which setresuid
+// and chown read as "leave unchanged".
+const maxID = math.MaxUint32 - 1
+
+// Config is what the system configuration file decides.
+type Config struct {
+	// Rootless is always true once loaded: Kata's key is accepted so that
+	// a shared config reads the same here, but a VMM never runs as root.
+	Rootless bool
+	// Leases is where system-mode VMMs get their uid and gid.
+	Leases LeaseRange
+}
+
+// LeaseRange is the ids First .. First+Count-1; each VM leases one id as
+// both its uid and gid.
+type LeaseRange struct {
+	First, Count uint32
+}
+
+// Defaults is the configuration of a host without a config file.
+func Defaults() Config {
+	return Config{
+		Rootless: true,
+		Leases:   LeaseRange{First: DefaultLeaseFirst, Count: DefaultLeaseCount},
+	}
+}
+
+// file mirrors the TOML; pointers tell a key left out from a key set to its
+// zero value, and int64 lets a negative or oversized number be reported in
+// words rather than as a decoder overflow.
+type file struct {
+	Rootless *bool `toml:"rootless"`
+	Leases   *struct {
+		First *int64 `toml:"first"`
+		Count *int64 `toml:"count"`
+	} `toml:"leases"`
+}
+
+const rootlessReason = "hutch never runs a VMM as root"
+
+// Load reads the configuration at path. A missing file is the defaults;
+// anything hutch does not understand is an error, so a typo never
+// silently falls back to a default.
+func Load(path string) (Config, error) {
+	cfg := Defaults()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return cfg, nil
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("%s: read config: %w", path, err)
+	}
+	var f file
+	md, err := toml.Decode(string(b), &f)
+	if err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = strconv.Quote(k.String())
+		}
+		return cfg, fmt.Errorf("%s: unknown key %s; the keys are rootless, leases.first and leases.count", path, strings.Join(keys, ", "))
+	}
+	if f.Rootless != nil && !*f.Rootless {
+		return cfg, fmt.Errorf("rootless = false in %s is not supported: %s; remove the line or set rootless = true", path, rootlessReason)
+	}
+	first, count := int64(cfg.Leases.First), int64(cfg.Leases.Count)
+	if f.Leases != nil {
+		if f.Leases.First != nil {
+			first = *f.Leases.First
+		}
+		if f.Leases.Count != nil {
+			count = *f.Leases.Count
+		}
+	}
+	if err := checkRange(first, count); err != nil {
+		return cfg, fmt.Errorf("%s: [leases] %w", path, err)
+	}
+	cfg.Leases = LeaseRange{First: uint32(first), Count: uint32(count)}
+	return cfg, nil
+}
+
+func checkRange(first, count int64) error {
+	switch {
+	case first == 0:
+		return fmt.Errorf("first = 0 includes uid 0 (root); set first to a positive id, e.g. first = %d", DefaultLeaseFirst)
+	case first < 0:
+		return fmt.Errorf("first = %d is negative; set first to a positive id, e.g. first = %d", first, DefaultLeaseFirst)
+	case first > maxID:
+		return fmt.Errorf("first = %d is beyond the highest uid %d; set first to at most %d", first, int64(maxID), int64(maxID))
+	case count <= 0:
+		return fmt.Errorf("count = %d leaves no ids to lease; set count to at least 1, e.g. count = %d", count, DefaultLeaseCount)
+	case count > MaxLeaseCount:
+		return fmt.Errorf("count = %d is more than the maximum %d; lower count", count, MaxLeaseCount)
+	case first+count-1 > maxID:
+		return fmt.Errorf("first = %d, count = %d ends past the highest uid %d; lower first or count so that first + count <= %d", first, count, int64(maxID), int64(maxID)+1)
+	}
+	return nil
+}
+
+// The annotations Kata honours for the same switch; an OCI bundle written
+// for Kata carries one of them.
+const (
+	AnnotationRootless       = "io.katacontainers.config.hypervisor.rootless"
+	AnnotationRootlessLegacy = "io.katacontainers.hypervisor.rootless"
+)
+
+// RootlessAnnotation reads Kata's rootless annotations from an OCI bundle.
+// set reports whether either is present; a true value is what hutch does
+// anyway, false is refused because hutch cannot honour it. Values parse as
+// Kata parses them (strconv.ParseBool).
+func RootlessAnnotation(annotations map[string]string) (set bool, err error) {
+	for _, key := range []string{AnnotationRootless, AnnotationRootlessLegacy} {
+		v, ok := annotations[key]
+		if !ok {
+			continue
+		}
+		set = true
+		on, perr := strconv.ParseBool(v)
+		if perr != nil {
+			return set, fmt.Errorf("annotation %s = %q: not a boolean; set it to \"true\" or remove it", key, v)
+		}
+		if !on {
+			return set, fmt.Errorf("annotation %s = %q is not supported: %s; remove the annotation or set it to \"true\"", key, v, rootlessReason)
+		}
+	}
+	return set, nil
+}
