@@ -40,6 +40,9 @@ type Config struct {
 	Drives []Drive `json:"drives,omitempty"`
 	// Netdev is the -netdev value of the VM's one NIC (id n0); empty for none.
 	Netdev string `json:"netdev,omitempty"`
+	// MAC is the NIC's address. QEMU gives every VM the same one by
+	// default, which breaks two VMs on one bridge.
+	MAC string `json:"mac,omitempty"`
 	// SerialFD and QMPFD are a connected socket for the serial console and
 	// a listening one for QMP.
 	SerialFD int `json:"serialFD"`
@@ -106,7 +109,11 @@ func (c Config) Argv(binary string) []string {
 		a = append(a, c.drive(i, d)...)
 	}
 	if c.Netdev != "" {
-		a = append(a, "-netdev", c.Netdev, "-device", c.virtio("net")+",netdev=n0")
+		dev := c.virtio("net") + ",netdev=n0"
+		if c.MAC != "" {
+			dev += ",mac=" + c.MAC
+		}
+		a = append(a, "-netdev", c.Netdev, "-device", dev)
 	}
 	return a
 }

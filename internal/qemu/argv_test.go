@@ -8,13 +8,13 @@ import (
 
 func TestArgvKernelBoot(t *testing.T) {
 	c := Config{Machine: Q35, Accel: "tcg", CPUs: 2, MemoryMiB: 256, KernelFD: 5, InitrdFD: 6, Append: "console=ttyS0",
-		Netdev: "user,id=n0", SerialFD: 3, QMPFD: 4}
+		Netdev: "user,id=n0", MAC: "52:54:00:12:34:57", SerialFD: 3, QMPFD: 4}
 	want := []string{"qemu", "-nodefaults", "-no-user-config", "-name", "hutch", "-machine", "q35", "-accel", "tcg",
 		"-smp", "2", "-m", "256M", "-display", "none", "-sandbox", Sandbox,
 		"-chardev", "socket,id=ser0,fd=3", "-serial", "chardev:ser0",
 		"-chardev", "socket,id=qmp,fd=4,server=on,wait=off", "-mon", "chardev=qmp,mode=control",
 		"-kernel", "/proc/self/fd/5", "-initrd", "/proc/self/fd/6", "-append", "console=ttyS0",
-		"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"}
+		"-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:57"}
 	if got := c.Argv("qemu"); !reflect.DeepEqual(got, want) {
 		t.Errorf("Argv =\n%q\nwant\n%q", got, want)
 	}

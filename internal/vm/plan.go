@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -93,6 +94,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 			return Plan{}, err
 		}
 	}
+	cfg.MAC = newMAC()
 	accel, notice := qemu.Probe(e.KVMDevice)
 	cfg.Accel = accel
 	if s.Kernel != "" {
@@ -239,4 +241,12 @@ func readable(flag, path string, mode int) (string, error) {
 		return "", invalid("%s %s is a directory: give a file", flag, path)
 	}
 	return abs, nil
+}
+
+// newMAC is a random address in QEMU's locally administered 52:54:00
+// prefix, as libvirt assigns them.
+func newMAC() string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", b[0], b[1], b[2])
 }

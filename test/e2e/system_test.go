@@ -167,6 +167,13 @@ func TestSystemMode(t *testing.T) {
 	r.waitRootLog(a, guest.Marker)
 	guestShell(t, r, a, "cat /sys/block/vda/size", "32768")
 
+	// Its console log is root's: an ordinary user cannot read it.
+	cat := exec.Command("/bin/cat", "/var/lib/hutch/vms/"+a+"/console.log")
+	cat.SysProcAttr = probe
+	if out, err := cat.CombinedOutput(); err == nil {
+		t.Errorf("an ordinary user reads the console log: %q", tail(string(out), 200))
+	}
+
 	// A second VM gets another lease.
 	r.rootOK("run", "-d", "--name", z, "--memory", "128M", "--kernel", guest.Kernel, "--initrd", guest.Initrd, "--network", "none")
 	vz := r.rootInspect(z)
@@ -252,4 +259,29 @@ func inOwnUserNS(t *testing.T, pid int) bool {
 		t.Fatalf("read user namespaces: %v %v", err1, err2)
 	}
 	return host != its
+}
+
+// An image only root can read boots in system mode, through an overlay the
+// VMM holds by descriptor; the image is unchanged afterwards.
+func TestSystemModeRootOnlyImage(t *testing.T) {
+	r := rootUser(t)
+	b := make([]byte, 3)
+	rand.Read(b)
+	name := "sysimg-" + hex.EncodeToString(b)
+	t.Cleanup(func() { r.rootRun("rm", "-f", name) })
+	base := filepath.Join(t.TempDir(), "base.qcow2")
+	copyFile(t, guest.DiskImage, base)
+	os.Chmod(base, 0o600)
+	before := fileFacts(t, base)
+	port := freePort(t)
+	r.rootOK("run", "-d", "--name", name, "--memory", "256M", "-p", fmt.Sprintf("%d:80", port), base)
+	waitPage(t, port)
+	v := r.rootInspect(name)
+	if v.UID == 0 {
+		t.Fatal("the vmm runs as root")
+	}
+	r.rootOK("rm", "-f", name)
+	if got := fileFacts(t, base); got != before {
+		t.Errorf("base image changed: %s -> %s", before, got)
+	}
 }
