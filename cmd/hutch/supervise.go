@@ -1,10 +1,12 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/hutch-vm/hutch/internal/launch"
 	"github.com/hutch-vm/hutch/internal/store"
@@ -23,6 +25,11 @@ func superviseCmd() *cobra.Command {
 		Args:   args(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, a []string) error {
 			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
+			// Whatever descriptors the caller leaked to us must not reach
+			// QEMU or passt: they get exactly what the plan lists.
+			if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+				return fmt.Errorf("mark inherited descriptors close-on-exec: %w", err)
+			}
 			ready := os.NewFile(3, "ready")
 			var attach *os.File
 			if withConsole {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -180,6 +181,34 @@ func TestRunAttachedRemovesOnPoweroff(t *testing.T) {
 		"--initrd", guest.Initrd, "--append", "console=ttyS0 hutch.poweroff=1")
 	if !waitFor(bootTimeout, func() bool { return u.run("inspect", "bg").code != 0 }) {
 		t.Fatalf("detached --rm vm still exists: %v", u.run("inspect", "bg"))
+	}
+}
+
+// Descriptors hutch's caller leaks (opened without close-on-exec) never
+// reach QEMU or passt: they get exactly what the plan lists.
+func TestNoDescriptorLeaks(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "hutchtest2")
+	canary := openDir(t) + "/canary"
+	os.WriteFile(canary, nil, 0o644)
+	f, err := os.Open(canary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c := u.cmd("run", "-d", "--name", "leak", "--memory", "128M", "--kernel", guest.Kernel, "--initrd", guest.Initrd)
+	c.ExtraFiles = []*os.File{f, f, f} // fds 3, 4, 5 of hutch run
+	if r := u.runCmd(c); r.code != 0 {
+		t.Fatalf("run: %v", r)
+	}
+	v := u.inspect("leak")
+	for what, pid := range map[string]int{"supervisor": v.SupervisorPid, "qemu": v.Pid, "passt": v.PasstPid} {
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); target == canary && what != "supervisor" {
+				t.Errorf("%s (pid %d) holds the caller's descriptor as fd %s", what, pid, fd.Name())
+			}
+		}
 	}
 }
 
