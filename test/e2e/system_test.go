@@ -16,37 +16,12 @@ import (
 	"time"
 )
 
-// rootUser runs hutch as root: system mode.
+// rootUser runs hutch as root: system mode. Unlike newUser it has no
+// private state: system VMs share /run/hutch and /var/lib/hutch, so each
+// test names its VMs uniquely and removes them itself.
 func rootUser(t *testing.T) *tUser {
 	t.Helper()
 	return &tUser{t: t, name: "root", env: []string{"HOME=/root", "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}}
-}
-
-// rootCmd is hutch as root.
-func (u *tUser) rootRun(args ...string) result {
-	u.t.Helper()
-	c := exec.Command(hutchBin, args...)
-	c.Env = u.env
-	c.Dir = "/"
-	return u.runCmd(c)
-}
-
-func (u *tUser) rootOK(args ...string) string {
-	u.t.Helper()
-	r := u.rootRun(args...)
-	if r.code != 0 {
-		u.t.Fatalf("hutch %s (as root): %v", strings.Join(args, " "), r)
-	}
-	return r.out
-}
-
-func (u *tUser) rootInspect(name string) view {
-	u.t.Helper()
-	var v view
-	if err := json.Unmarshal([]byte(u.rootOK("inspect", name)), &v); err != nil {
-		u.t.Fatal(err)
-	}
-	return v
 }
 
 type lease struct {
@@ -84,7 +59,7 @@ func TestSystemMode(t *testing.T) {
 	b := make([]byte, 3)
 	rand.Read(b)
 	a, z := "sysa-"+hex.EncodeToString(b), "sysz-"+hex.EncodeToString(b)
-	t.Cleanup(func() { r.rootRun("rm", "-f", a, z) })
+	t.Cleanup(func() { r.run("rm", "-f", a, z) })
 	passwd, _ := os.ReadFile("/etc/passwd")
 	group, _ := os.ReadFile("/etc/group")
 
@@ -97,10 +72,10 @@ func TestSystemMode(t *testing.T) {
 	before := fileFacts(t, secret)
 
 	port := freePort(t)
-	r.rootOK("run", "-d", "--name", a, "--memory", "256M", "--kernel", guest.Kernel, "--initrd", guest.Initrd,
+	r.ok("run", "-d", "--name", a, "--memory", "256M", "--kernel", guest.Kernel, "--initrd", guest.Initrd,
 		"--append", "console=ttyS0", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "--disk", secret)
 	waitPage(t, port)
-	v := r.rootInspect(a)
+	v := r.inspect(a)
 	if v.UID == 0 || v.GID == 0 {
 		t.Fatalf("system vm runs as uid %d gid %d", v.UID, v.GID)
 	}
@@ -164,7 +139,7 @@ func TestSystemMode(t *testing.T) {
 	if !held {
 		t.Errorf("qemu holds no descriptor of %s", secret)
 	}
-	r.waitRootLog(a, guest.Marker)
+	r.waitLog(a, guest.Marker)
 	guestShell(t, r, a, "cat /sys/block/vda/size", "32768")
 
 	// Its console log is root's: an ordinary user cannot read it.
@@ -175,8 +150,8 @@ func TestSystemMode(t *testing.T) {
 	}
 
 	// A second VM gets another lease.
-	r.rootOK("run", "-d", "--name", z, "--memory", "128M", "--kernel", guest.Kernel, "--initrd", guest.Initrd, "--network", "none")
-	vz := r.rootInspect(z)
+	r.ok("run", "-d", "--name", z, "--memory", "128M", "--kernel", guest.Kernel, "--initrd", guest.Initrd, "--network", "none")
+	vz := r.inspect(z)
 	if vz.UID == v.UID {
 		t.Errorf("two vms share uid %d", v.UID)
 	}
@@ -185,7 +160,7 @@ func TestSystemMode(t *testing.T) {
 	}
 
 	// rm frees everything of a.
-	r.rootOK("rm", "-f", a)
+	r.ok("rm", "-f", a)
 	checkGone(t, a, v)
 
 	// kill -9 of every process of z, then any command: everything of z is gone.
@@ -193,9 +168,9 @@ func TestSystemMode(t *testing.T) {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
 	waitFor(5*time.Second, func() bool { return procStatus(vz.Pid) == nil && procStatus(vz.SupervisorPid) == nil })
-	r.rootOK("ps")
+	r.ok("ps")
 	checkGone(t, z, vz)
-	if got := r.rootInspect(z); got.State != "stopped" {
+	if got := r.inspect(z); got.State != "stopped" {
 		t.Errorf("killed vm state %q", got.State)
 	}
 
@@ -230,24 +205,17 @@ func checkGone(t *testing.T, name string, v view) {
 	}
 }
 
-func (u *tUser) waitRootLog(name, want string) {
-	u.t.Helper()
-	if !waitFor(bootTimeout, func() bool { return strings.Contains(u.rootRun("logs", name).out, want) }) {
-		u.t.Fatalf("console of %s never showed %q", name, want)
-	}
-}
-
 // rootless = false is refused with the reason; rootless = true is accepted.
 func TestSystemConfigRootless(t *testing.T) {
 	r := rootUser(t)
 	restore := replaceFile(t, "/etc/hutch/hutch.toml", "rootless = false\n")
 	defer restore()
-	res := r.rootRun("ps")
+	res := r.run("ps")
 	if res.code == 0 || !strings.Contains(res.err, "rootless = false") || !strings.Contains(res.err, "never runs a VMM as root") {
 		t.Errorf("rootless = false: %v", res)
 	}
 	os.WriteFile("/etc/hutch/hutch.toml", []byte("rootless = true\n"), 0o644)
-	r.rootOK("ps")
+	r.ok("ps")
 }
 
 // inOwnUserNS reports whether pid lives in a user namespace other than the
@@ -268,19 +236,19 @@ func TestSystemModeRootOnlyImage(t *testing.T) {
 	b := make([]byte, 3)
 	rand.Read(b)
 	name := "sysimg-" + hex.EncodeToString(b)
-	t.Cleanup(func() { r.rootRun("rm", "-f", name) })
+	t.Cleanup(func() { r.run("rm", "-f", name) })
 	base := filepath.Join(t.TempDir(), "base.qcow2")
 	copyFile(t, guest.DiskImage, base)
 	os.Chmod(base, 0o600)
 	before := fileFacts(t, base)
 	port := freePort(t)
-	r.rootOK("run", "-d", "--name", name, "--memory", "256M", "-p", fmt.Sprintf("%d:80", port), base)
+	r.ok("run", "-d", "--name", name, "--memory", "256M", "-p", fmt.Sprintf("%d:80", port), base)
 	waitPage(t, port)
-	v := r.rootInspect(name)
+	v := r.inspect(name)
 	if v.UID == 0 {
 		t.Fatal("the vmm runs as root")
 	}
-	r.rootOK("rm", "-f", name)
+	r.ok("rm", "-f", name)
 	if got := fileFacts(t, base); got != before {
 		t.Errorf("base image changed: %s -> %s", before, got)
 	}
