@@ -68,6 +68,8 @@ type file struct {
 
 const rootlessReason = "hutch never runs a VMM as root"
 
+var lineBreaks = strings.NewReplacer("\r", `\r`, "\n", `\n`)
+
 // Load reads the configuration at path. A missing file is the defaults;
 // anything hutch does not understand is an error, so a typo never
 // silently falls back to a default.
@@ -83,7 +85,9 @@ func Load(path string) (Config, error) {
 	var f file
 	md, err := toml.Decode(string(b), &f)
 	if err != nil {
-		return cfg, fmt.Errorf("%s: %w", path, err)
+		// The decoder's message can quote a raw line break from the file
+		// (an invalid escape in a string); hutch's errors are one line.
+		return cfg, fmt.Errorf("%s: %s", path, lineBreaks.Replace(err.Error()))
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		keys := make([]string, len(und))

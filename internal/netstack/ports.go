@@ -50,6 +50,11 @@ func ParsePublish(spec string) ([]Forward, error) {
 		if err != nil || !a.Is6() {
 			return nil, bad(fmt.Sprintf("%q is not an IPv6 address", hostIP))
 		}
+		// A zone may hold any byte, ',' included, and the address is
+		// spliced into QEMU's comma-separated -netdev and passt's ADDR/PORT.
+		if a.Zone() != "" {
+			return nil, bad(fmt.Sprintf("%q has a zone; give the address without %%ZONE", hostIP))
+		}
 	}
 	parts := strings.Split(s, ":")
 	switch len(parts) {

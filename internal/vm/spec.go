@@ -54,8 +54,6 @@ type Spec struct {
 	Network   string             `json:"network"`
 	Bridge    string             `json:"bridge,omitempty"`
 	Remove    bool               `json:"remove,omitempty"`
-
-	notice string // set while planning: a default the user should hear about
 }
 
 // Disk is an extra disk attached as it is (not through an overlay).
@@ -64,8 +62,8 @@ type Disk struct {
 	ReadOnly bool   `json:"readOnly,omitempty"`
 }
 
-// Networks hutch knows. An empty Network means the default: passt when
-// it is installed, else slirp.
+// Networks hutch knows. An empty Network means the default: slirp, or
+// passt for IPv6 forwards (see pickNetwork).
 const (
 	NetPasst = "passt"
 	NetSlirp = "slirp"
@@ -136,7 +134,7 @@ func ParseSpec(o Options) (Spec, error) {
 	}
 	if br, ok := strings.CutPrefix(s.Network, NetBridge+"="); ok {
 		if err := netstack.ValidBridge(br); err != nil {
-			return Spec{}, invalid("--network %s: %v", s.Network, err)
+			return Spec{}, invalid("--network %q: %v", s.Network, err)
 		}
 		s.Network, s.Bridge = NetBridge, br
 	}
@@ -164,22 +162,26 @@ func ParseSpec(o Options) (Spec, error) {
 	return s, nil
 }
 
-var sizeRE = regexp.MustCompile(`^([0-9]+)([KMGT]?)(I?B)?$`)
+// sizeRE spells out both cases rather than upper-casing the input:
+// strings.ToUpper turns some non-ASCII letters (dotless ı) into ASCII ones.
+var sizeRE = regexp.MustCompile(`^([0-9]+)([KMGTkmgt]?)([iI]?[bB])?$`)
 
 // ParseMemory reads a memory size: a number with an optional binary unit
 // (K, M, G, T; "MiB", "MB" and "M" all mean 2^20); a bare number is MiB,
 // as for QEMU's -m and virt-install.
 func ParseMemory(s string) (int, error) {
-	m := sizeRE.FindStringSubmatch(strings.ToUpper(s))
+	m := sizeRE.FindStringSubmatch(s)
 	if m == nil {
 		return 0, invalid("invalid --memory %q: give a size such as 256M or 2G", s)
 	}
+	// More than 2^32 of even the smallest unit is past 4T; bounding the
+	// count here also keeps the shifts below from wrapping around.
 	n, err := strconv.ParseUint(m[1], 10, 64)
-	if err != nil || n > 1<<40 {
+	if err != nil || n > 1<<32 {
 		return 0, invalid("invalid --memory %q: too large", s)
 	}
 	var kib uint64
-	switch m[2] {
+	switch strings.ToUpper(m[2]) {
 	case "K":
 		kib = n
 	case "", "M":

@@ -196,7 +196,7 @@ func TestNoDescriptorLeaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	c := u.cmd("run", "-d", "--name", "leak", "--memory", "128M", "--kernel", guest.Kernel, "--initrd", guest.Initrd)
+	c := u.cmd("run", "-d", "--name", "leak", "--memory", "128M", "--network", "passt", "--kernel", guest.Kernel, "--initrd", guest.Initrd)
 	c.ExtraFiles = []*os.File{f, f, f} // fds 3, 4, 5 of hutch run
 	if r := u.runCmd(c); r.code != 0 {
 		t.Fatalf("run: %v", r)

@@ -73,7 +73,7 @@ func TestSystemMode(t *testing.T) {
 
 	port := freePort(t)
 	r.ok("run", "-d", "--name", a, "--memory", "256M", "--kernel", guest.Kernel, "--initrd", guest.Initrd,
-		"--append", "console=ttyS0", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "--disk", secret)
+		"--append", "console=ttyS0", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), "--disk", secret, "--network", "passt")
 	waitPage(t, port)
 	v := r.inspect(a)
 	if v.UID == 0 || v.GID == 0 {
