@@ -9,7 +9,7 @@ CACHE ?= /var/tmp/hutch-test-cache
 PACKAGES := qemu-system-x86 qemu-utils passt busybox-static linux-image-cloud-amd64 \
 	syslinux syslinux-common mtools dosfstools socat curl procps iproute2 uidmap
 
-.PHONY: build deps demo test unit bench
+.PHONY: build deps demo test unit bench fuzz
 build:
 	$(GO) build -o bin/hutch ./cmd/hutch
 
@@ -22,9 +22,15 @@ deps:
 demo: deps build
 	./scripts/demo.sh "$(DEMO_USER)" "$(CACHE)"
 
+# Every test, then each fuzz target for a bounded time (the corpus in
+# testdata/fuzz is replayed by go test itself).
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./...
+	FUZZTIME=5s GO=$(GO) ./scripts/fuzz.sh
+
+fuzz:
+	GO=$(GO) ./scripts/fuzz.sh
 
 unit:
 	$(GO) test -count=1 ./internal/...

@@ -82,6 +82,12 @@ func FuzzParsePublish(f *testing.F) {
 				fw.HostPort != first.HostPort+i || fw.GuestPort != first.GuestPort+i {
 				t.Fatalf("ParsePublish(%q)[%d] = %v does not continue %v", spec, i, fw, first)
 			}
+			// The ends of a long range stand for its middle, which the
+			// checks above already tie to them; all 65535 would make a wide
+			// range cost seconds per input.
+			if i >= 16 && len(fwds)-i > 16 {
+				continue
+			}
 			one := formatSpec(fw.HostIP, fw.HostPort, fw.HostPort, fw.GuestPort, fw.GuestPort, fw.Protocol)
 			back, err := ParsePublish(one)
 			if err != nil || len(back) != 1 || back[0] != fw {

@@ -147,37 +147,37 @@ func FuzzParseSpec(f *testing.F) {
 		s, err := ParseSpec(o)
 		if err != nil {
 			if !IsInput(err) || !fuzzOneLine(err.Error()) {
-				t.Fatalf("ParseSpec(%+v) error %q: want a one-line input error", o, err)
+				t.Fatalf("ParseSpec(%#v) error %q: want a one-line input error", o, err)
 			}
 			return
 		}
 		if s.Name != o.Name || (s.Name != "" && ValidName(s.Name) != nil) {
-			t.Fatalf("ParseSpec(%+v) name = %q", o, s.Name)
+			t.Fatalf("ParseSpec(%#v) name = %q", o, s.Name)
 		}
 		if s.CPUs < 1 || s.CPUs > maxCPUs || (o.CPUs != 0 && s.CPUs != o.CPUs) {
-			t.Fatalf("ParseSpec(%+v) cpus = %d", o, s.CPUs)
+			t.Fatalf("ParseSpec(%#v) cpus = %d", o, s.CPUs)
 		}
 		wantMiB := DefaultMemoryMiB
 		if o.Memory != "" {
 			wantMiB, _ = ParseMemory(o.Memory)
 		}
 		if s.MemoryMiB != wantMiB {
-			t.Fatalf("ParseSpec(%+v) memory = %d MiB, want %d", o, s.MemoryMiB, wantMiB)
+			t.Fatalf("ParseSpec(%#v) memory = %d MiB, want %d", o, s.MemoryMiB, wantMiB)
 		}
 		switch s.Network {
 		case "", NetPasst, NetSlirp, NetNone:
 			if s.Bridge != "" {
-				t.Fatalf("ParseSpec(%+v) network %q with bridge %q", o, s.Network, s.Bridge)
+				t.Fatalf("ParseSpec(%#v) network %q with bridge %q", o, s.Network, s.Bridge)
 			}
 		case NetBridge:
 			if netstack.ValidBridge(s.Bridge) != nil || o.Network != NetBridge+"="+s.Bridge {
-				t.Fatalf("ParseSpec(%+v) bridge = %q", o, s.Bridge)
+				t.Fatalf("ParseSpec(%#v) bridge = %q", o, s.Bridge)
 			}
 		default:
-			t.Fatalf("ParseSpec(%+v) network = %q", o, s.Network)
+			t.Fatalf("ParseSpec(%#v) network = %q", o, s.Network)
 		}
 		if len(s.Disks) != len(o.Disks) {
-			t.Fatalf("ParseSpec(%+v) disks = %+v", o, s.Disks)
+			t.Fatalf("ParseSpec(%#v) disks = %+v", o, s.Disks)
 		}
 		for i, d := range s.Disks {
 			written := d.Path
@@ -185,22 +185,22 @@ func FuzzParseSpec(f *testing.F) {
 				written += ",ro"
 			}
 			if d.Path == "" || written != o.Disks[i] {
-				t.Fatalf("ParseSpec(%+v) disk %d = %+v", o, i, d)
+				t.Fatalf("ParseSpec(%#v) disk %d = %+v", o, i, d)
 			}
 		}
 		want := []netstack.Forward{}
 		for _, p := range o.Publish {
 			fwds, err := netstack.ParsePublish(p)
 			if err != nil {
-				t.Fatalf("ParseSpec(%+v) accepted -p %q, which ParsePublish rejects: %v", o, p, err)
+				t.Fatalf("ParseSpec(%#v) accepted -p %q, which ParsePublish rejects: %v", o, p, err)
 			}
 			want = append(want, fwds...)
 		}
 		if !reflect.DeepEqual(s.Ports, want) {
-			t.Fatalf("ParseSpec(%+v) ports = %v, want %v", o, s.Ports, want)
+			t.Fatalf("ParseSpec(%#v) ports = %v, want %v", o, s.Ports, want)
 		}
 		if len(s.Ports) > 0 && (s.Network == NetNone || s.Network == NetBridge) {
-			t.Fatalf("ParseSpec(%+v) forwards ports on network %q", o, s.Network)
+			t.Fatalf("ParseSpec(%#v) forwards ports on network %q", o, s.Network)
 		}
 	})
 }
