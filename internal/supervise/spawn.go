@@ -54,3 +54,25 @@ var rlimits = []launch.Rlimit{
 	{Resource: unix.RLIMIT_NOFILE, Cur: 4096, Max: 4096},
 	{Resource: unix.RLIMIT_NPROC, Cur: 1024, Max: 1024},
 }
+
+// limitSelf applies, without privilege, what a session VM can have of the
+// system VM's limits: the supervisor lowers its own and its children
+// inherit them. RLIMIT_NPROC is left alone: for a session it would count
+// every process of the user, not this VM's.
+func limitSelf() error {
+	for _, l := range rlimits {
+		if l.Resource == unix.RLIMIT_NPROC {
+			continue
+		}
+		var cur unix.Rlimit
+		if err := unix.Getrlimit(l.Resource, &cur); err != nil {
+			return fmt.Errorf("read rlimit %d: %w", l.Resource, err)
+		}
+		// Only ever lower: an unprivileged process cannot raise a hard limit.
+		want := unix.Rlimit{Cur: min(l.Cur, cur.Max), Max: min(l.Max, cur.Max)}
+		if err := unix.Setrlimit(l.Resource, &want); err != nil {
+			return fmt.Errorf("set rlimit %d: %w", l.Resource, err)
+		}
+	}
+	return nil
+}

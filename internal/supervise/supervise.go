@@ -45,6 +45,8 @@ func Run(l store.Layout, name string, ready *os.File, attach *os.File) error {
 	s := &supervisor{paths: p, rec: rec}
 	if rec.Plan.System {
 		s.takeLease(l)
+	} else if err := limitSelf(); err != nil {
+		slog.Warn("running without rlimits", "err", err)
 	}
 	cmd, err := s.start(attach)
 	if err != nil {

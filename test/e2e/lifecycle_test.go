@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -65,6 +66,13 @@ func TestSessionLifecycle(t *testing.T) {
 	fi, err := os.Stat(v.RuntimeDir)
 	if err != nil || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid != uint32(u.uid) {
 		t.Errorf("runtime dir %s: %v, want 0700 owned by %d", v.RuntimeDir, fi, u.uid)
+	}
+	// What a session VM can have of the system VM's limits, it has.
+	limits, _ := os.ReadFile(fmt.Sprintf("/proc/%d/limits", v.Pid))
+	for _, want := range []string{`Max core file size\s+0\s+0`, `Max open files\s+4096\s+4096`} {
+		if !regexp.MustCompile(want).Match(limits) {
+			t.Errorf("qemu limits lack %q:\n%s", want, limits)
+		}
 	}
 
 	u.waitLog("web", guest.Marker)
