@@ -38,15 +38,15 @@ func main() {
 	flag.Parse()
 	var g guestFiles
 	if err := json.Unmarshal([]byte(*guestJS), &g); err != nil {
-		log.Fatalf("-guest: %v", err)
+		fatalf("-guest: %v", err)
 	}
 	u, err := user.Lookup(*uname)
 	if err != nil {
-		log.Fatalf("user %s: %v (bench/run.sh creates it)", *uname, err)
+		fatalf("user %s: %v (bench/run.sh creates it)", *uname, err)
 	}
 	env, err := userEnv(u)
 	if err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 	size := int64(*sizeMiB) << 20
 	results := map[string][]float64{}
@@ -66,7 +66,7 @@ func main() {
 	if *out != "" {
 		f, err := os.Create(*out)
 		if err != nil {
-			log.Fatal(err)
+			fatalf("%v", err)
 		}
 		defer f.Close()
 		w = f
@@ -120,20 +120,20 @@ type vm struct {
 
 func startVM(u *user.User, env []string, g guestFiles, backend string) *vm {
 	v := &vm{u: u, env: env, name: "bench-" + backend, fwd: freePort()}
-	asUser(u, env, "rm", "-f", v.name)
+	started = append(started, v)
 	if _, err := asUser(u, env, "run", "-d", "--name", v.name, "--memory", "512M", "--network", backend,
 		"--kernel", g.Kernel, "--initrd", g.Initrd, "--append", "console=ttyS0",
 		"-p", fmt.Sprintf("127.0.0.1:%d:5001", v.fwd)); err != nil {
-		log.Fatalf("run %s: %v", v.name, err)
+		fatalf("run %s: %v", v.name, err)
 	}
 	js, err := asUser(u, env, "inspect", v.name)
 	if err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 	var insp struct{ RuntimeDir string }
 	json.Unmarshal(js, &insp)
 	if v.console, err = net.Dial("unix", insp.RuntimeDir+"/console.sock"); err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 	v.lines = make(chan string, 1024)
 	go func() {
@@ -155,7 +155,7 @@ func startVM(u *user.User, env []string, g guestFiles, backend string) *vm {
 			return v
 		}
 	}
-	log.Fatalf("%s: no shell on the console", v.name)
+	fatalf("%s: no shell on the console", v.name)
 	return nil
 }
 
@@ -167,7 +167,7 @@ func (v *vm) waitLine(match func(string) bool, timeout time.Duration) string {
 		select {
 		case l, ok := <-v.lines:
 			if !ok {
-				log.Fatalf("%s: console closed", v.name)
+				fatalf("%s: console closed", v.name)
 			}
 			if match(l) {
 				return l
@@ -193,15 +193,15 @@ func (v *vm) hostToGuest(size int64) float64 {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
-		log.Fatalf("%s: connect: %v", v.name, err)
+		fatalf("%s: connect: %v", v.name, err)
 	}
 	start := time.Now()
 	if _, err := io.CopyN(c, zero{}, size); err != nil {
-		log.Fatalf("%s: send: %v", v.name, err)
+		fatalf("%s: send: %v", v.name, err)
 	}
 	c.Close()
 	if v.waitLine(func(l string) bool { return l == want }, 10*time.Minute) == "" {
-		log.Fatalf("%s: guest never counted %s bytes", v.name, want)
+		fatalf("%s: guest never counted %s bytes", v.name, want)
 	}
 	return mbps(size, time.Since(start))
 }
@@ -211,14 +211,14 @@ func (v *vm) hostToGuest(size int64) float64 {
 func (v *vm) guestToHost(size int64) float64 {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 	defer l.Close()
 	port := l.Addr().(*net.TCPAddr).Port
 	v.send(fmt.Sprintf("dd if=/dev/zero bs=1M count=%d 2>/dev/null | nc %s %d", size>>20, v.gateway, port))
 	c, err := l.Accept()
 	if err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 	defer c.Close()
 	start := time.Now()
@@ -240,7 +240,7 @@ func (v *vm) stop() {
 func loopback(size int64) float64 {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 	defer l.Close()
 	done := make(chan time.Duration)
@@ -254,6 +254,18 @@ func loopback(size int64) float64 {
 	io.CopyN(c, zero{}, size)
 	c.Close()
 	return mbps(size, <-done)
+}
+
+// started are the VMs to remove if the benchmark dies midway.
+var started []*vm
+
+// fatalf removes what the benchmark started, then exits: a failed run
+// must not leave VMs eating the CPU of the next one.
+func fatalf(format string, a ...any) {
+	for _, v := range started {
+		asUser(v.u, v.env, "rm", "-f", v.name)
+	}
+	log.Fatalf(format, a...)
 }
 
 // lost counts, per VM, guest->host transfers that arrived short.
