@@ -1,11 +1,13 @@
 package main
 
 import (
-	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/hutch-vm/hutch/internal/vm"
 )
 
 func stopCmd() *cobra.Command {
@@ -63,15 +65,24 @@ func rmCmd() *cobra.Command {
 }
 
 // eachVM applies fn to every name, printing each done, and reports every
-// failure rather than stopping at the first.
+// failure, one "hutch: " line each, rather than stopping at the first.
 func eachVM(names []string, fn func(string) error) error {
-	var errs []error
+	code := 0
 	for _, n := range names {
-		if err := fn(n); err != nil {
-			errs = append(errs, err)
+		err := fn(n)
+		if err == nil {
+			fmt.Println(n)
 			continue
 		}
-		fmt.Println(n)
+		fmt.Fprintf(os.Stderr, "hutch: %v\n", err)
+		if vm.IsInput(err) {
+			code = 2
+		} else if code == 0 {
+			code = 1
+		}
 	}
-	return errors.Join(errs...)
+	if code != 0 {
+		return exitError{code}
+	}
+	return nil
 }

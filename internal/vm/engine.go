@@ -71,7 +71,11 @@ func (e *Engine) Run(s Spec, console *os.File) (string, error) {
 	if err := netstack.CheckFree(s.Ports); err != nil {
 		return "", &InputError{msg: err.Error()}
 	}
-	rec := Record{Name: s.Name, Created: time.Now().UTC(), Spec: s, Plan: plan, Status: Status{State: StateCreated}}
+	creator, err := store.Self()
+	if err != nil {
+		return "", err
+	}
+	rec := Record{Name: s.Name, Created: time.Now().UTC(), Spec: s, Plan: plan, Status: Status{State: StateCreated, Creator: creator}}
 	fill := func(staging string) error {
 		for _, ov := range plan.Overlays {
 			if err := disk.CreateOverlay(ov.Base, ov.BaseFormat, filepath.Join(staging, filepath.Base(ov.Path))); err != nil {
@@ -108,7 +112,7 @@ func (e *Engine) Run(s Spec, console *os.File) (string, error) {
 	if err := e.startSupervisor(s.Name, console); err != nil {
 		// A VM that never ran leaves nothing behind.
 		if rmErr := e.Remove(s.Name, true); rmErr != nil {
-			slog.Warn("clean up after failed start", "vm", s.Name, "err", rmErr)
+			slog.Debug("clean up after failed start", "vm", s.Name, "err", rmErr)
 		}
 		return "", fmt.Errorf("start vm %q: %w", s.Name, err)
 	}
@@ -155,7 +159,13 @@ func (e *Engine) startSupervisor(name string, console *os.File) error {
 	case line == readyOK:
 		return nil
 	case strings.HasPrefix(line, readyErr):
-		return errors.New(strings.TrimSpace(strings.TrimPrefix(line, readyErr)))
+		msg := strings.TrimSpace(strings.TrimPrefix(line, readyErr))
+		if portTaken(msg) {
+			// Another user's VM or program took the port between the
+			// check and the bind (the check's lock is per user).
+			return invalid("a host port is already in use (taken while the vm started): %s; choose another host port with -p", msg)
+		}
+		return errors.New(msg)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return fmt.Errorf("qemu did not come up within %s; see %s", readyTimeout, p.VMMLog())
 	default:
@@ -242,8 +252,13 @@ func (e *Engine) Stop(name string, timeout time.Duration) error {
 		return nil
 	}
 	p := e.Layout.VM(name)
+	// The flag only words the reason recorded at exit; a full disk must
+	// not stop the stop.
 	if err := store.Update(p, func(r *Record) error { r.Status.StopRequested = true; return nil }); err != nil {
-		return fmt.Errorf("stop vm %q: %w", name, err)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("no such vm: %s", name)
+		}
+		slog.Debug("record stop request", "vm", name, "err", err)
 	}
 	if q, err := qemu.DialQMP(p.QMP(), 2*time.Second); err == nil {
 		if err := q.Execute("system_powerdown"); err != nil {
@@ -276,6 +291,7 @@ func (e *Engine) Kill(name string) error {
 
 func (e *Engine) kill(name string, st Status) error {
 	st.VMM.Signal(syscall.SIGKILL)
+	st.Passt.Signal(syscall.SIGKILL)
 	if waitGone(st.Supervisor, 5*time.Second) {
 		return nil
 	}
@@ -291,22 +307,50 @@ func (e *Engine) kill(name string, st Status) error {
 // Remove deletes a VM: its record, logs, overlays and sockets, never a
 // base image or an attached disk. A running VM needs force.
 func (e *Engine) Remove(name string, force bool) error {
-	rec, err := e.Get(name)
-	if err != nil {
+	if err := ValidName(name); err != nil {
 		return err
 	}
-	st := rec.live()
-	if st.State == StateRunning && !force {
-		return fmt.Errorf("vm %q is running: stop it first with hutch stop %s, or use hutch rm -f", name, name)
-	}
-	// Whatever is left of it, supervisor or an orphaned VMM, goes first.
-	if st.Supervisor.Alive() || st.VMM.Alive() {
-		if err := e.kill(name, rec.Status); err != nil {
+	p := e.Layout.VM(name)
+	for attempt := 0; ; attempt++ {
+		// The VM's lock orders this removal against its supervisor's own
+		// record updates: a supervisor that records itself after the dir is
+		// gone fails that update and takes its QEMU down; one that recorded
+		// itself first is seen here and killed.
+		lk, err := store.Acquire(p.Lock())
+		if err != nil {
+			return fmt.Errorf("no such vm: %s", name)
+		}
+		rec, err := store.Load[Record](p)
+		if err != nil {
+			lk.Release()
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("no such vm: %s", name)
+			}
 			return err
 		}
-	}
-	if err := store.Remove(e.Layout, name); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return err
+		st := rec.live()
+		if st.State == StateRunning && !force {
+			lk.Release()
+			return fmt.Errorf("vm %q is running: stop it first with hutch stop %s, or use hutch rm -f", name, name)
+		}
+		if st.Supervisor.Alive() || st.VMM.Alive() || st.Passt.Alive() {
+			// Killing needs the supervisor to record the exit, which needs
+			// the lock: let go of it meanwhile.
+			lk.Release()
+			if attempt >= 3 {
+				return fmt.Errorf("vm %q: its processes keep running after SIGKILL", name)
+			}
+			if err := e.kill(name, rec.Status); err != nil {
+				return err
+			}
+			continue
+		}
+		err = store.Remove(e.Layout, name)
+		lk.Release()
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		break
 	}
 	if e.System {
 		if err := e.Ledger.Release(name); err != nil {
@@ -342,4 +386,10 @@ func (e *Engine) WaitStopped(name string) (View, bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// portTaken recognises QEMU's and passt's words for a host port someone
+// else holds.
+func portTaken(msg string) bool {
+	return strings.Contains(msg, "Failed to bind any port") || strings.Contains(msg, "Could not set up host forwarding rule")
 }

@@ -63,7 +63,10 @@ type Record struct {
 // State is never trusted alone: a running record whose supervisor is gone
 // is reported stopped.
 type Status struct {
-	State      string     `json:"state"`
+	State string `json:"state"`
+	// Creator is the command that made the record; a VM still "created"
+	// whose creator is gone never started.
+	Creator    store.Proc `json:"creator,omitzero"`
 	Supervisor store.Proc `json:"supervisor"`
 	VMM        store.Proc `json:"vmm"`
 	Passt      store.Proc `json:"passt,omitzero"`
@@ -115,6 +118,10 @@ func (r Record) live() Status {
 	s := r.Status
 	if s.State == StateRunning && s.Passt.Pid != 0 && s.NetworkError == "" && !s.Passt.Alive() {
 		s.NetworkError = "passt is not running: the vm has no network"
+	}
+	if s.State == StateCreated && !s.Creator.Alive() && !s.Supervisor.Alive() {
+		s.State = StateStopped
+		s.Reason = "never started: hutch run ended before the vm did"
 	}
 	if s.State == StateRunning && !s.Supervisor.Alive() {
 		s.State = StateStopped

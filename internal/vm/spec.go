@@ -102,9 +102,6 @@ func ParseSpec(o Options) (Spec, error) {
 			return Spec{}, err
 		}
 	}
-	if s.CPUs == 0 {
-		s.CPUs = DefaultCPUs
-	}
 	if s.CPUs < 1 || s.CPUs > maxCPUs {
 		return Spec{}, invalid("invalid --cpus %d: give a number from 1 to %d", o.CPUs, maxCPUs)
 	}

@@ -37,7 +37,7 @@ func TestValidName(t *testing.T) {
 }
 
 func TestParseSpec(t *testing.T) {
-	s, err := ParseSpec(Options{Kernel: "k", Publish: []string{"8080:80", "127.0.0.1:5353:53/udp"}, Disks: []string{"a.img", "b.img,ro"}})
+	s, err := ParseSpec(Options{Kernel: "k", CPUs: DefaultCPUs, Publish: []string{"8080:80", "127.0.0.1:5353:53/udp"}, Disks: []string{"a.img", "b.img,ro"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,15 +51,16 @@ func TestParseSpec(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{Options{Kernel: "k", Image: "i"}, "both IMAGE and --kernel"},
-		{Options{Image: "i", Append: "x"}, "need --kernel"},
+		{Options{CPUs: 1, Kernel: "k", Image: "i"}, "both IMAGE and --kernel"},
+		{Options{CPUs: 1, Image: "i", Append: "x"}, "need --kernel"},
 		{Options{Kernel: "k", CPUs: -1}, "invalid --cpus"},
+		{Options{Kernel: "k", CPUs: 0}, "invalid --cpus"},
 		{Options{Kernel: "k", CPUs: 1000}, "invalid --cpus"},
-		{Options{Kernel: "k", Network: "tap"}, "unknown --network"},
-		{Options{Kernel: "k", Network: NetNone, Publish: []string{"80:80"}}, "-p needs a network"},
-		{Options{Kernel: "k", Publish: []string{"80"}}, "host port is required"},
-		{Options{Kernel: "k", Disks: []string{",ro"}}, "invalid --disk"},
-		{Options{Kernel: "k", Name: "../x"}, "invalid name"},
+		{Options{CPUs: 1, Kernel: "k", Network: "tap"}, "unknown --network"},
+		{Options{CPUs: 1, Kernel: "k", Network: NetNone, Publish: []string{"80:80"}}, "-p needs a network"},
+		{Options{CPUs: 1, Kernel: "k", Publish: []string{"80"}}, "host port is required"},
+		{Options{CPUs: 1, Kernel: "k", Disks: []string{",ro"}}, "invalid --disk"},
+		{Options{CPUs: 1, Kernel: "k", Name: "../x"}, "invalid name"},
 	}
 	for _, tt := range bad {
 		_, err := ParseSpec(tt.o)
