@@ -114,6 +114,14 @@ func (e *Engine) Run(s Spec, console *os.File) (string, error) {
 		if rmErr := e.Remove(s.Name, true); rmErr != nil {
 			slog.Debug("clean up after failed start", "vm", s.Name, "err", rmErr)
 		}
+		if IsInput(err) {
+			// Another user's VM or program took a port between the check
+			// and the bind (the check's lock is per user): name it as the
+			// check would have.
+			if cerr := netstack.CheckFree(s.Ports); cerr != nil {
+				return "", &InputError{msg: cerr.Error()}
+			}
+		}
 		return "", fmt.Errorf("start vm %q: %w", s.Name, err)
 	}
 	if plan.notice != "" && e.Notice != nil {
@@ -161,9 +169,7 @@ func (e *Engine) startSupervisor(name string, console *os.File) error {
 	case strings.HasPrefix(line, readyErr):
 		msg := strings.TrimSpace(strings.TrimPrefix(line, readyErr))
 		if portTaken(msg) {
-			// Another user's VM or program took the port between the
-			// check and the bind (the check's lock is per user).
-			return invalid("a host port is already in use (taken while the vm started): %s; choose another host port with -p", msg)
+			return &InputError{msg: msg}
 		}
 		return errors.New(msg)
 	case errors.Is(err, os.ErrDeadlineExceeded):

@@ -1086,7 +1086,11 @@ func TestConcurrencyRmWhileStarting(t *testing.T) {
 			checkGoneClean(t, u, "after a try that came too late")
 			continue
 		}
+		// rm holds the vm's lock from reading the record to removing it,
+		// so the supervisor cannot record itself in between: it waits, and
+		// finds the vm gone. Both go on; neither may leave anything behind.
 		syscall.Kill(super.pid, syscall.SIGCONT)
+		rmCmd.Process.Signal(syscall.SIGCONT)
 		var runA result
 		select {
 		case runA = <-doneA:
@@ -1094,7 +1098,6 @@ func TestConcurrencyRmWhileStarting(t *testing.T) {
 			rmCmd.Process.Kill()
 			t.Fatal("run -d x did not return")
 		}
-		rmCmd.Process.Signal(syscall.SIGCONT)
 		rm := <-doneRm
 		t.Logf("attempt %d: run -d x: %v; rm -f x (held after opening the record): %v", attempt, runA, rm)
 		var problems []string
