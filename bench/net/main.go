@@ -15,7 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -75,7 +75,7 @@ func main() {
 	fmt.Fprintf(w, "| path | median MB/s | min | max | ratio to loopback |\n|---|---|---|---|---|\n")
 	for _, k := range order {
 		r := results[k]
-		fmt.Fprintf(w, "| %s | %.1f | %.1f | %.1f | %.4f |\n", k, median(r), minOf(r), maxOf(r), median(r)/ceiling)
+		fmt.Fprintf(w, "| %s | %.1f | %.1f | %.1f | %.4f |\n", k, median(r), slices.Min(r), slices.Max(r), median(r)/ceiling)
 	}
 	for _, backend := range strings.Split(*only, ",") {
 		fmt.Fprintf(w, "\n%s: %d of %d guest->host transfers arrived short.\n", backend, lost["bench-"+backend], *runs)
@@ -287,8 +287,7 @@ func freePort() int {
 }
 
 func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
+	s := slices.Sorted(slices.Values(xs))
 	if len(s) == 0 {
 		return 0
 	}
@@ -296,20 +295,4 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func minOf(xs []float64) float64 {
-	m := xs[0]
-	for _, x := range xs {
-		m = min(m, x)
-	}
-	return m
-}
-
-func maxOf(xs []float64) float64 {
-	m := xs[0]
-	for _, x := range xs {
-		m = max(m, x)
-	}
-	return m
 }
