@@ -37,3 +37,4 @@ unit:
 
 bench: deps build
 	./bench/run.sh
+	./bench/net.sh -runs 3 -size 128
