@@ -28,8 +28,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/hutch-vm/hutch/test/testguest"
 )
 
@@ -51,27 +49,31 @@ const (
 )
 
 type config struct {
-	runs     int
-	hutch    string
-	userName string
-	guest    string
-	out      string
-	basePort int
-	keep     bool
+	runs      int
+	hutch     string
+	userName  string
+	guest     string
+	out       string
+	basePort  int
+	keep      bool
+	retries   int
+	quietWait time.Duration
 }
 
 func main() {
 	var c config
-	flag.IntVar(&c.runs, "runs", 7, "measured runs of each side (rounds)")
+	flag.IntVar(&c.runs, "runs", 7, "measured boots of each side (rounds)")
 	flag.StringVar(&c.hutch, "hutch", "bin/hutch", "hutch binary to measure")
 	flag.StringVar(&c.userName, "user", "hutchtest1", "unprivileged user that runs the VMs")
-	flag.StringVar(&c.guest, "guest", "", "JSON from go run ./test/buildguest (required)")
-	flag.StringVar(&c.out, "out", "docs/benchmarks.md", "markdown file whose results section is (re)written; empty: print only")
-	flag.IntVar(&c.basePort, "port", 18400, "first host port; every run uses its own")
-	flag.BoolVar(&c.keep, "keep", false, "keep the scratch directory (logs, records) for inspection")
+	flag.StringVar(&c.guest, "guest", "", "JSON printed by go run ./test/buildguest (required)")
+	flag.StringVar(&c.out, "out", "docs/benchmarks.md", "markdown file whose marked results section is (re)written; empty: print only")
+	flag.IntVar(&c.basePort, "port", 18400, "first host port; every boot uses its own")
+	flag.BoolVar(&c.keep, "keep", false, "keep the scratch directory (logs, console output) for inspection")
+	flag.IntVar(&c.retries, "retries", 2, "times a failed boot is retried before giving up")
+	flag.DurationVar(&c.quietWait, "quiet-wait", 5*time.Minute, "how long to wait for other processes to leave the CPUs idle before each boot")
 	flag.Parse()
 	if c.guest == "" || c.runs < 1 || flag.NArg() != 0 {
-		fmt.Fprintln(os.Stderr, "usage: boot -guest GUEST.json [-runs N] [-hutch PATH] [-user NAME] [-out FILE] [-port N]")
+		fmt.Fprintln(os.Stderr, "usage: boot -guest GUEST.json [-runs N] [-hutch PATH] [-user NAME] [-out FILE] [-port N] [-keep]")
 		os.Exit(2)
 	}
 	if os.Geteuid() != 0 {
@@ -112,21 +114,21 @@ func fatal(err error) {
 	os.Exit(1)
 }
 
-// bench holds what every run shares.
+// bench holds what every boot shares.
 type bench struct {
 	config
 	guestFiles testguest.Guest
 	uid, gid   int
 	groups     []uint32
 	home       string
-	scratch    string // root of every run's directories
+	scratch    string // root of every boot's directories
 	hutchBin   string // copy of the binary, reachable by the user
 	next       int    // next port offset
-	// live is what cleanup must end if the driver stops early.
-	liveVM  map[string]*hutchEnv
-	liveRaw map[int]*exec.Cmd
 	// rawTemplate is the raw QEMU argv with placeholders for port and serial file.
 	rawTemplate []string
+	// What cleanup must end if the driver stops early.
+	liveVM  map[string]*hutchEnv
+	liveRaw map[int]*exec.Cmd
 }
 
 func newBench(c config) (*bench, error) {
@@ -205,50 +207,47 @@ func (b *bench) port() int {
 	return p
 }
 
-// run does a warm-up of each side, derives the raw command line from what
-// hutch ran, then the measured rounds.
+// run does an unmeasured warm-up boot of each side, derives the raw
+// command line from what hutch ran, then the measured rounds.
 func (b *bench) run() (*results, error) {
 	res := &results{runs: b.runs, started: time.Now()}
 	res.machine = machineInfo(b)
 	fmt.Fprintf(os.Stderr, "warm-up: hutch\n")
-	warm, err := b.hutchRun("warm-hutch", true)
+	warm, err := b.attempt("warm-hutch", b.hutchRun, res)
 	if err != nil {
-		return nil, fmt.Errorf("warm-up hutch run: %w", err)
+		return nil, err
 	}
 	res.hutchArgv = warm.hutchArgv
 	res.vmmArgv = warm.vmmArgv
 	res.accel = warm.accel
-	raw, err := rawFromHutch(warm.vmmArgv)
-	if err != nil {
+	if b.rawTemplate, err = rawFromHutch(warm.vmmArgv, b.guestFiles.Kernel, b.guestFiles.Initrd); err != nil {
 		return nil, err
 	}
-	b.rawTemplate = raw
 	res.rawArgv = b.rawArgv(portPlaceholder, "serial.log")
 	fmt.Fprintf(os.Stderr, "warm-up: raw qemu\n")
-	if _, err := b.rawRun("warm-raw"); err != nil {
-		return nil, fmt.Errorf("warm-up raw run: %w", err)
+	if _, err := b.attempt("warm-raw", b.rawRun, res); err != nil {
+		return nil, err
 	}
-	for i := 0; i < b.runs; i++ {
-		hutchFirst := i%2 == 0
+	for i := 1; i <= b.runs; i++ {
+		hutchFirst := i%2 == 1
 		res.order = append(res.order, hutchFirst)
 		for _, side := range []bool{hutchFirst, !hutchFirst} {
-			tag := strconv.Itoa(i + 1)
 			if side {
-				m, err := b.hutchRun("h"+tag, false)
+				m, err := b.attempt(fmt.Sprintf("h%d", i), b.hutchRun, res)
 				if err != nil {
-					return nil, fmt.Errorf("round %d, hutch: %w", i+1, err)
+					return nil, err
 				}
 				res.hutch = append(res.hutch, m)
-				fmt.Fprintf(os.Stderr, "round %d hutch: page %.3fs, run -d %.3fs, supervisor %.1f MiB, qemu %.1f MiB, teardown %.3fs\n",
-					i+1, m.page.Seconds(), m.returned.Seconds(), mib(m.superRSS.rss), mib(m.vmmRSS.rss), m.teardown.Seconds())
+				fmt.Fprintf(os.Stderr, "round %d hutch: page %.3fs (qemu at %.2fs), run -d %.3fs, supervisor %.1f MiB, qemu %.1f MiB, teardown %.3fs, other load %.2f\n",
+					i, m.page.Seconds(), m.vmmExec.Seconds(), m.returned.Seconds(), mib(m.superRSS.rss), mib(m.vmmRSS.rss), m.teardown.Seconds(), m.others)
 			} else {
-				m, err := b.rawRun("r" + tag)
+				m, err := b.attempt(fmt.Sprintf("r%d", i), b.rawRun, res)
 				if err != nil {
-					return nil, fmt.Errorf("round %d, raw: %w", i+1, err)
+					return nil, err
 				}
 				res.raw = append(res.raw, m)
-				fmt.Fprintf(os.Stderr, "round %d raw:   page %.3fs, qemu %.1f MiB, teardown %.3fs\n",
-					i+1, m.page.Seconds(), mib(m.vmmRSS.rss), m.teardown.Seconds())
+				fmt.Fprintf(os.Stderr, "round %d raw:   page %.3fs (qemu at %.2fs), qemu %.1f MiB, teardown %.3fs, other load %.2f\n",
+					i, m.page.Seconds(), m.vmmExec.Seconds(), mib(m.vmmRSS.rss), m.teardown.Seconds(), m.others)
 			}
 		}
 	}
@@ -256,14 +255,53 @@ func (b *bench) run() (*results, error) {
 	return res, nil
 }
 
+// A boot during which other processes kept more than maxOthers CPUs busy
+// is done again, up to maxDisturbed times; then it is kept as it is.
+const (
+	maxOthers    = 0.2
+	maxDisturbed = 5
+)
+
+// attempt runs one boot, retrying a failure (on a shared host something
+// else may kill a VM) or a boot that other processes disturbed, and notes
+// both in the results.
+func (b *bench) attempt(tag string, boot func(string) (measurement, error), res *results) (measurement, error) {
+	disturbed, failed := 0, 0
+	for try := 0; ; try++ {
+		t := tag
+		if try > 0 {
+			t = fmt.Sprintf("%s-again%d", tag, try)
+		}
+		waitQuiet(b.quietWait)
+		m, err := boot(t)
+		if err == nil && m.others > maxOthers && disturbed < maxDisturbed {
+			disturbed++
+			fmt.Fprintf(os.Stderr, "boot %s disturbed: other processes used %.2f CPUs during it; booting again\n", t, m.others)
+			res.disturbed = append(res.disturbed, fmt.Sprintf("%s (%.2f CPUs)", t, m.others))
+			continue
+		}
+		if err == nil {
+			return m, nil
+		}
+		fmt.Fprintf(os.Stderr, "boot %s failed: %v\n", t, err)
+		res.failures = append(res.failures, fmt.Sprintf("%s: %v", t, err))
+		if failed++; failed > b.retries {
+			return m, fmt.Errorf("boot %s: %w", tag, err)
+		}
+	}
+}
+
 // measurement is one boot.
 type measurement struct {
-	page      time.Duration // exec to first 200
-	vmmExec   time.Duration // exec of the command to QEMU's start, 10 ms resolution
+	page      time.Duration // exec of the command to the first 200
+	vmmExec   time.Duration // exec of the command to QEMU's start, ±5 ms (clock ticks)
 	returned  time.Duration // exec to hutch run -d exiting (hutch only)
 	teardown  time.Duration
 	superRSS  memUse // hutch only
 	vmmRSS    memUse
+	others    float64       // CPUs other processes kept busy during the boot
+	vmmCPU    time.Duration // CPU time QEMU used, start to page
+	superCPU  time.Duration // CPU time the supervisor used, start to page (hutch only)
 	hutchArgv []string
 	vmmArgv   []string
 	accel     string
@@ -300,10 +338,10 @@ type inspectView struct {
 	SupervisorPid int      `json:"supervisorPid"`
 	Accel         string   `json:"accel"`
 	Command       []string `json:"command"`
-	RuntimeDir    string   `json:"runtimeDir"`
 }
 
-func (b *bench) hutchRun(tag string, warm bool) (measurement, error) {
+// hutchRun boots the guest with hutch run -d in a fresh hutch state.
+func (b *bench) hutchRun(tag string) (measurement, error) {
 	var m measurement
 	dir := filepath.Join(b.scratch, tag)
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -325,7 +363,9 @@ func (b *bench) hutchRun(tag string, warm bool) (measurement, error) {
 		"--kernel", b.guestFiles.Kernel, "--initrd", b.guestFiles.Initrd, "--append", appendArg,
 		"--network", "slirp", "-p", fmt.Sprintf("127.0.0.1:%d:%d", port, guestPort)}
 	m.hutchArgv = append([]string{"hutch"}, args...)
+	m.hutchArgv[4] = "NAME"
 	m.hutchArgv[len(m.hutchArgv)-1] = fmt.Sprintf("127.0.0.1:%s:%d", portPlaceholder, guestPort)
+	consoleLog := filepath.Join(dataDir, "hutch", "vms", name, "console.log")
 
 	cmd := h.command(args...)
 	var stderr strings.Builder
@@ -333,7 +373,12 @@ func (b *bench) hutchRun(tag string, warm bool) (measurement, error) {
 	b.liveVM[name] = h
 	ctx, cancel := context.WithTimeout(context.Background(), bootLimit)
 	defer cancel()
-	exited := make(chan error, 1)
+	type exit struct {
+		err error
+		at  time.Duration
+	}
+	exited := make(chan exit, 1)
+	win := openWindow()
 	boot0 := bootTime()
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -341,30 +386,28 @@ func (b *bench) hutchRun(tag string, warm bool) (measurement, error) {
 	}
 	go func() {
 		err := cmd.Wait()
-		m.returned = time.Since(start)
-		exited <- err
+		exited <- exit{err, time.Since(start)}
 	}()
 	page := pollPage(ctx, port, start)
-	var pageAt time.Duration
-	var perr error
+	var r pageResult
+	var e exit
 	select {
-	case err := <-exited:
-		if err != nil {
-			cancel()
-			return m, fmt.Errorf("hutch run: %v: %s", err, strings.TrimSpace(stderr.String()))
+	case e = <-exited:
+		if e.err == nil {
+			r = <-page
 		}
-		r := <-page
-		pageAt, perr = r.at, r.err
-	case r := <-page:
-		pageAt, perr = r.at, r.err
-		if err := <-exited; err != nil {
-			return m, fmt.Errorf("hutch run: %v: %s", err, strings.TrimSpace(stderr.String()))
-		}
+	case r = <-page:
+		e = <-exited
 	}
-	if perr != nil {
-		return m, fmt.Errorf("%w; console log: %s", perr, tail(filepath.Join(dataDir, "hutch", "vms", name, "console.log")))
+	if e.err != nil {
+		cancel()
+		return m, fmt.Errorf("hutch run: %v: %s", e.err, strings.TrimSpace(stderr.String()))
 	}
-	m.page = pageAt
+	m.returned = e.at
+	if r.err != nil {
+		return m, fmt.Errorf("%w; console: %s", r.err, tail(consoleLog))
+	}
+	m.page = r.at
 	out, err := h.hutch("inspect", name)
 	if err != nil {
 		return m, err
@@ -376,10 +419,15 @@ func (b *bench) hutchRun(tag string, warm bool) (measurement, error) {
 	if v.State != "running" || v.Pid == 0 || v.SupervisorPid == 0 {
 		return m, fmt.Errorf("hutch inspect: state %s, pid %d, supervisor %d", v.State, v.Pid, v.SupervisorPid)
 	}
-	m.vmmExec = procStart(v.Pid) - boot0
+	m.vmmCPU, m.superCPU = procCPU(v.Pid), procCPU(v.SupervisorPid)
+	m.others = win.others(m.vmmCPU + m.superCPU)
+	m.vmmExec = procStart(v.Pid) + tick/2 - boot0
 	m.superRSS, _ = readMemory(v.SupervisorPid)
 	m.vmmRSS, _ = readMemory(v.Pid)
 	m.vmmArgv, m.accel = v.Command, v.Accel
+	if b.keep {
+		copyFile(consoleLog, filepath.Join(dir, "console.log"), 0o644)
+	}
 
 	t := time.Now()
 	_, err1 := h.hutch("stop", "-t", "0", name)
@@ -395,6 +443,7 @@ func (b *bench) hutchRun(tag string, warm bool) (measurement, error) {
 	return m, waitPortFree(port)
 }
 
+// rawRun boots the guest with the raw QEMU command line.
 func (b *bench) rawRun(tag string) (measurement, error) {
 	var m measurement
 	dir := filepath.Join(b.scratch, tag)
@@ -424,12 +473,15 @@ func (b *bench) rawRun(tag string) (measurement, error) {
 	cmd.SysProcAttr.Setsid = true
 	ctx, cancel := context.WithTimeout(context.Background(), bootLimit)
 	defer cancel()
+	win := openWindow()
 	boot0 := bootTime()
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return m, err
 	}
-	b.liveRaw[cmd.Process.Pid] = cmd
+	pid := cmd.Process.Pid
+	b.liveRaw[pid] = cmd
+	defer delete(b.liveRaw, pid)
 	exited := make(chan struct{})
 	var state *os.ProcessState
 	go func() {
@@ -446,18 +498,18 @@ func (b *bench) rawRun(tag string) (measurement, error) {
 	if r.err != nil {
 		cmd.Process.Kill()
 		<-exited
-		delete(b.liveRaw, cmd.Process.Pid)
 		log, _ := os.ReadFile(logf.Name())
 		return m, fmt.Errorf("%w; qemu: %s; console: %s", r.err, strings.TrimSpace(string(log)), tail(serial))
 	}
 	m.page = r.at
-	m.vmmExec = procStart(cmd.Process.Pid) - boot0
-	m.vmmRSS, _ = readMemory(cmd.Process.Pid)
+	m.vmmCPU = procCPU(pid)
+	m.others = win.others(m.vmmCPU)
+	m.vmmExec = procStart(pid) + tick/2 - boot0
+	m.vmmRSS, _ = readMemory(pid)
 	t := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
 	<-exited
 	m.teardown = time.Since(t)
-	delete(b.liveRaw, cmd.Process.Pid)
 	return m, waitPortFree(port)
 }
 
@@ -536,16 +588,13 @@ func waitPortFree(port int) error {
 	}
 }
 
-// waitGone waits for a pid to disappear (or become a zombie of someone
-// else's, which no longer holds memory or ports).
+// waitGone waits for a pid to disappear (or to be a zombie, which holds
+// neither memory nor ports).
 func waitGone(pid int, limit time.Duration) bool {
 	deadline := time.Now().Add(limit)
 	for {
-		st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			return true
-		}
-		if i := strings.LastIndexByte(string(st), ')'); i > 0 && strings.HasPrefix(string(st[i:]), ") Z") {
+		f := statFields(pid)
+		if f == nil || f[0] == "Z" {
 			return true
 		}
 		if time.Now().After(deadline) {
@@ -588,33 +637,6 @@ func readMemory(pid int) (memUse, error) {
 		}
 	}
 	return m, nil
-}
-
-// bootTime is CLOCK_BOOTTIME, the clock of a process's start time in
-// /proc/PID/stat.
-func bootTime() time.Duration {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
-	return time.Duration(ts.Nano())
-}
-
-// procStart is when pid started, on the CLOCK_BOOTTIME scale, in whole
-// clock ticks (USER_HZ, 100 on Linux x86).
-func procStart(pid int) time.Duration {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0
-	}
-	ticks, _ := strconv.ParseInt(f[19], 10, 64)
-	return time.Duration(ticks) * (time.Second / 100)
 }
 
 func mib(kib int) float64 { return float64(kib) / 1024 }

@@ -22,13 +22,14 @@ var flagOnly = map[string]bool{
 var hostfwdPort = regexp.MustCompile(`(hostfwd=tcp:[^:,]*:)([0-9]+)(-)`)
 
 // rawFromHutch turns the QEMU argv hutch ran into the command line a user
-// would type for the same VM: the binary by its name, the serial console
-// to a file instead of a descriptor from the supervisor, no QMP monitor,
-// and none of hutch's hardening or labels (-sandbox, -no-user-config,
-// -name). Machine, accelerator, CPUs, memory, kernel, initrd, command
-// line, netdev and NIC are kept exactly; the forwarded host port becomes a
-// placeholder.
-func rawFromHutch(argv []string) ([]string, error) {
+// would type for the same VM: the binary by its name, the kernel and
+// initrd by their paths instead of the descriptors hutch passes, the
+// serial console to a file instead of a socket from the supervisor, no
+// QMP monitor, and none of hutch's hardening or labels (-sandbox,
+// -no-user-config, -name). Machine, accelerator, CPUs, memory, kernel
+// command line, netdev and NIC are kept exactly; the forwarded host port
+// becomes a placeholder.
+func rawFromHutch(argv []string, kernel, initrd string) ([]string, error) {
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("hutch inspect shows no command")
 	}
@@ -70,6 +71,12 @@ func rawFromHutch(argv []string) ([]string, error) {
 			if fdChardevs[optValue(val, "chardev")] {
 				continue
 			}
+		case "-kernel", "-initrd":
+			if strings.HasPrefix(val, "/proc/self/fd/") {
+				val = map[string]string{"-kernel": kernel, "-initrd": initrd}[opt]
+			}
+		case "-add-fd":
+			return nil, fmt.Errorf("hutch's qemu command passes fd sets (%s), which a raw command line cannot", val)
 		case "-netdev":
 			if !hostfwdPort.MatchString(val) {
 				return nil, fmt.Errorf("netdev %q has no tcp hostfwd", val)
@@ -81,6 +88,11 @@ func rawFromHutch(argv []string) ([]string, error) {
 	}
 	if !serial || !netdev {
 		return nil, fmt.Errorf("hutch's qemu command has no fd serial console or no slirp netdev: %q", argv)
+	}
+	for _, a := range out {
+		if strings.Contains(a, "/proc/self/fd/") || strings.Contains(a, "fd=") || strings.Contains(a, "/dev/fdset/") {
+			return nil, fmt.Errorf("raw command line still names a descriptor (%s): the driver does not know how to replace it", a)
+		}
 	}
 	return out, nil
 }

@@ -37,6 +37,8 @@ type results struct {
 	accel             string
 	order             []bool // per round: hutch went first
 	hutch, raw        []measurement
+	failures          []string // boots that failed and were retried
+	disturbed         []string // boots done again because the host was busy
 }
 
 func (r *results) pages(ms []measurement) []float64 {
@@ -70,14 +72,16 @@ func (r *results) markdown() string {
 	w("\n%d rounds, each one boot with hutch and one with raw QEMU, the order alternating "+
 		"(round 1 hutch first, round 2 raw first, ...), after one unmeasured warm-up boot of each; "+
 		"%s in all. Every boot uses its own host port and, for hutch, its own fresh "+
-		"`XDG_RUNTIME_DIR` and `XDG_DATA_HOME`.\n\n",
-		r.runs, r.finished.Sub(r.started).Round(time.Second))
+		"`XDG_RUNTIME_DIR` and `XDG_DATA_HOME`. Before each boot the driver waits until other "+
+		"processes use less than %.2f CPUs over %s; a boot during which they used more than %.1f CPUs "+
+		"is done again (at most %d times).\n\n",
+		r.runs, r.finished.Sub(r.started).Round(time.Second), quietCPUs, quietSpan, maxOthers, maxDisturbed)
 
 	w("hutch, as the user:\n\n```\n%s\n```\n\n", shellQuote(r.hutchArgv))
-	w("which runs this QEMU command (`command` in `hutch inspect`; fds 3 and 4 are the serial console "+
-		"socket and the QMP listener, passed by the supervisor):\n\n```\n%s\n```\n\n", shellQuote(r.vmmArgv))
-	w("Raw QEMU, as the same user, derived from the line above: serial console to a file, no QMP "+
-		"monitor, no `-sandbox`, `-name` or `-no-user-config`:\n\n```\n%s\n```\n\n", shellQuote(r.rawArgv))
+	w("which runs this QEMU command (`command` in `hutch inspect`; the descriptors are passed by the "+
+		"supervisor: the serial console socket, the QMP listener, and the kernel and initrd):\n\n```\n%s\n```\n\n", shellQuote(r.vmmArgv))
+	w("Raw QEMU, as the same user, derived from the line above: kernel and initrd by path, serial "+
+		"console to a file, no QMP monitor, no `-sandbox`, `-name` or `-no-user-config`:\n\n```\n%s\n```\n\n", shellQuote(r.rawArgv))
 
 	hp, rp := r.pages(r.hutch), r.pages(r.raw)
 	pairRatios := make([]float64, len(hp))
@@ -112,32 +116,50 @@ func (r *results) markdown() string {
 	row("raw: exec of `qemu-system-x86_64` to first page", rp, "s", "")
 	w("| **ratio of the medians, hutch / raw** | **%.3f** | | | ≤ %.2f %s |\n", r.ratio(), maxRatio, verdict(r.ratio() <= maxRatio))
 	row("ratio hutch / raw within each round", pairRatios, "x", "")
-	row("hutch: exec to QEMU's start (10 ms ticks)", hx, "s", "")
-	row("raw: exec to QEMU's start (10 ms ticks)", rx, "s", "")
+	row("hutch: exec to QEMU's start (±5 ms)", hx, "s", "")
+	row("raw: exec to QEMU's start (±5 ms)", rx, "s", "")
 	row("hutch: QEMU's start to first page", hq, "s", "")
 	row("raw: QEMU's start to first page", rq, "s", "")
+	row("hutch: QEMU's CPU time, start to page", collect(r.hutch, func(m measurement) float64 { return m.vmmCPU.Seconds() }), "s", "")
+	row("raw: QEMU's CPU time, start to page", collect(r.raw, func(m measurement) float64 { return m.vmmCPU.Seconds() }), "s", "")
+	row("hutch: supervisor's CPU time, start to page", collect(r.hutch, func(m measurement) float64 { return m.superCPU.Seconds() }), "s", "")
 	row("`hutch run -d` returns", ret, "s", fmt.Sprintf("well under %s %s", maxReturn, verdict(maxOf(ret) < maxReturn.Seconds())))
 	row("supervisor VmRSS, page answering", sup, "MiB", fmt.Sprintf("≤ %.0f MiB (max) %s", maxSuperRSSMiB, verdict(maxOf(sup) <= maxSuperRSSMiB)))
 	row("supervisor RssAnon (heap, stacks)", supAnon, "MiB", "")
-	row("supervisor RssFile (mapped binary)", supFile, "MiB", "")
+	row("supervisor RssFile (hutch binary, libc)", supFile, "MiB", "")
 	row("supervisor VmHWM (peak so far)", supHWM, "MiB", "")
 	row("QEMU VmRSS under hutch", qh, "MiB", "")
 	row("QEMU VmRSS, raw", qr, "MiB", "")
 	row("teardown: `hutch stop -t 0` + `hutch rm`", th, "s", "")
 	row("teardown: raw QEMU, SIGTERM to exit", tr, "s", "")
+	oh := collect(r.hutch, func(m measurement) float64 { return m.others })
+	ors := collect(r.raw, func(m measurement) float64 { return m.others })
+	row("CPUs used by other processes during hutch boots", oh, "CPUs", "")
+	row("CPUs used by other processes during raw boots", ors, "CPUs", "")
+	if len(r.disturbed) > 0 {
+		w("\nBoots done again because other processes used more than %.1f CPUs during them: %s.\n", maxOthers, strings.Join(r.disturbed, ", "))
+	}
+	if len(r.failures) == 0 {
+		w("\nNo boot failed.\n")
+	} else {
+		w("\nBoots that failed and were retried:\n\n")
+		for _, f := range r.failures {
+			w("- %s\n", strings.ReplaceAll(strings.ReplaceAll(f, "\n", " "), "|", "/"))
+		}
+	}
 
 	w("\nEvery run (seconds; MiB):\n\n")
-	w("| round | first | hutch page | raw page | ratio | run -d returns | supervisor RSS | QEMU RSS hutch | QEMU RSS raw | teardown hutch | teardown raw |\n")
-	w("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	w("| round | first | hutch page | raw page | ratio | hutch: QEMU start | run -d returns | supervisor RSS | QEMU RSS hutch | QEMU RSS raw | teardown hutch | teardown raw | other CPUs hutch | other CPUs raw |\n")
+	w("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i := range r.hutch {
 		first := "raw"
 		if r.order[i] {
 			first = "hutch"
 		}
 		h, x := r.hutch[i], r.raw[i]
-		w("| %d | %s | %.3f | %.3f | %.3f | %.3f | %.1f | %.1f | %.1f | %.3f | %.3f |\n", i+1, first,
-			h.page.Seconds(), x.page.Seconds(), pairRatios[i], h.returned.Seconds(), mib(h.superRSS.rss),
-			mib(h.vmmRSS.rss), mib(x.vmmRSS.rss), h.teardown.Seconds(), x.teardown.Seconds())
+		w("| %d | %s | %.3f | %.3f | %.3f | %.2f | %.3f | %.1f | %.1f | %.1f | %.3f | %.3f | %.2f | %.2f |\n", i+1, first,
+			h.page.Seconds(), x.page.Seconds(), pairRatios[i], h.vmmExec.Seconds(), h.returned.Seconds(), mib(h.superRSS.rss),
+			mib(h.vmmRSS.rss), mib(x.vmmRSS.rss), h.teardown.Seconds(), x.teardown.Seconds(), h.others, x.others)
 	}
 	w("\n%s\n", endMark)
 	return b.String()
@@ -149,6 +171,8 @@ func num(v float64, unit string) string {
 		return fmt.Sprintf("%.3f s", v)
 	case "x":
 		return fmt.Sprintf("%.3f", v)
+	case "CPUs":
+		return fmt.Sprintf("%.2f", v)
 	default:
 		return fmt.Sprintf("%.1f %s", v, unit)
 	}
@@ -232,7 +256,14 @@ func machineInfo(b *bench) [][2]string {
 		add("QEMU", strings.SplitN(string(v), "\n", 2)[0])
 	}
 	if v, err := exec.Command(b.hutchBin, "version").Output(); err == nil {
-		add("hutch", strings.TrimSpace(string(v)))
+		h := strings.TrimSpace(string(v))
+		if rev, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
+			h += ", tree at " + strings.TrimSpace(string(rev))
+			if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+				h += " with local changes"
+			}
+		}
+		add("hutch", h)
 	}
 	add("Go", runtime.Version())
 	return out
