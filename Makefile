@@ -10,8 +10,9 @@ PACKAGES := qemu-system-x86 qemu-utils passt busybox-static linux-image-cloud-am
 	syslinux syslinux-common mtools dosfstools socat curl procps iproute2 uidmap
 
 .PHONY: build deps demo test unit bench fuzz
+# Static, so that hutch can be the micro VM's init on a host without busybox.
 build:
-	$(GO) build -o bin/hutch ./cmd/hutch
+	CGO_ENABLED=0 $(GO) build -o bin/hutch ./cmd/hutch
 
 deps:
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq

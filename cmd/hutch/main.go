@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hutch-vm/hutch/internal/config"
+	"github.com/hutch-vm/hutch/internal/guest"
 	"github.com/hutch-vm/hutch/internal/identity"
 	"github.com/hutch-vm/hutch/internal/store"
 	"github.com/hutch-vm/hutch/internal/vm"
@@ -27,6 +28,9 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("vm exited with code %d", e.code) }
 
 func main() {
+	if guest.IsInit() {
+		guest.RunInit() // the micro VM's init, inside the guest
+	}
 	root := &cobra.Command{
 		Use:           "hutch",
 		Short:         "Run virtual machines without root",

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 )
 
 // UdhcpcScript applies a DHCP lease with ip(8): busybox's default script
@@ -74,18 +73,26 @@ type Micro struct {
 }
 
 // BuildMicro finds the host kernel and returns it with a matching
-// initramfs, built into cacheDir once per kernel and busybox.
-func BuildMicro(cacheDir, bootDir, modulesRoot string) (Micro, error) {
+// initramfs, built into cacheDir once per kernel and init. The init is the
+// host's static busybox with a shell script; without one it is self (the
+// hutch binary) when that is static, running RunInit.
+func BuildMicro(cacheDir, bootDir, modulesRoot, self string) (Micro, error) {
 	kernel, release, err := FindHostKernel(bootDir, modulesRoot)
 	if err != nil {
 		return Micro{}, err
 	}
-	bb, err := hostBusybox()
+	init, busybox := []byte(microInit), ""
+	busybox, err = hostBusybox(busyboxPaths)
 	if err != nil {
-		return Micro{}, err
+		if !isStatic(self) {
+			return Micro{}, fmt.Errorf("%w; or build hutch statically (CGO_ENABLED=0) to use its own init", err)
+		}
+		if init, err = os.ReadFile(self); err != nil {
+			return Micro{}, fmt.Errorf("read %s for the micro vm's init: %w", self, err)
+		}
 	}
 	modDir := filepath.Join(modulesRoot, release)
-	key, err := microKey(release, bb)
+	key, err := microKey(release, busybox, init)
 	if err != nil {
 		return Micro{}, err
 	}
@@ -105,7 +112,7 @@ func BuildMicro(cacheDir, bootDir, modulesRoot string) (Micro, error) {
 		}
 	}
 	var buf bytes.Buffer
-	ird := Initramfs{Busybox: bb, ModDir: modDir, Modules: mods, Init: []byte(microInit),
+	ird := Initramfs{Busybox: busybox, ModDir: modDir, Modules: mods, Init: init,
 		Files: map[string][]byte{"etc/udhcpc.sh": []byte(UdhcpcScript), "etc/passwd": []byte("root:x:0:0:root:/root:/bin/sh\n"),
 			"etc/group": []byte("root:x:0:\n")}}
 	if err := ird.Write(&buf); err != nil {
@@ -129,15 +136,18 @@ func BuildMicro(cacheDir, bootDir, modulesRoot string) (Micro, error) {
 	return m, nil
 }
 
+// busyboxPaths are where distributions put busybox.
+var busyboxPaths = []string{"/bin/busybox", "/usr/bin/busybox", "/usr/lib/initramfs-tools/bin/busybox"}
+
 // hostBusybox finds a statically linked busybox: a dynamic one would need
 // the host's libraries inside the guest.
-func hostBusybox() (string, error) {
-	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox", "/usr/lib/initramfs-tools/bin/busybox"} {
+func hostBusybox(paths []string) (string, error) {
+	for _, p := range paths {
 		if isStatic(p) {
 			return p, nil
 		}
 	}
-	if p, err := exec.LookPath("busybox"); err == nil && isStatic(p) {
+	if p, err := exec.LookPath("busybox"); err == nil && isStatic(p) && len(paths) > 0 {
 		return p, nil
 	}
 	return "", errors.New("a VM with no image needs a static busybox on the host for its shell: install it (Debian: apt-get install busybox-static), or give --kernel and --initrd, or an IMAGE")
@@ -158,13 +168,17 @@ func isStatic(path string) bool {
 	return true
 }
 
-func microKey(release, busybox string) (string, error) {
-	fi, err := os.Stat(busybox)
-	if err != nil {
-		return "", fmt.Errorf("stat busybox: %w", err)
-	}
+func microKey(release, busybox string, init []byte) (string, error) {
 	h := sha256.New()
-	for _, s := range []string{microVersion, release, busybox, strconv.FormatInt(fi.Size(), 10), fi.ModTime().String(), microInit, UdhcpcScript} {
+	if busybox != "" {
+		fi, err := os.Stat(busybox)
+		if err != nil {
+			return "", fmt.Errorf("stat busybox: %w", err)
+		}
+		fmt.Fprintf(h, "%s %d %s\n", busybox, fi.Size(), fi.ModTime())
+	}
+	h.Write(init)
+	for _, s := range []string{microVersion, release, UdhcpcScript} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}

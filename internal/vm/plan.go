@@ -73,7 +73,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 	}
 	if s.Kernel == "" && s.Image == "" {
 		// Nothing to boot was named: the micro VM, from the host's kernel.
-		m, err := guest.BuildMicro(e.Layout.GuestCache(), e.bootDir(), e.modulesRoot())
+		m, err := guest.BuildMicro(e.Layout.GuestCache(), e.bootDir(), e.modulesRoot(), e.Self)
 		if err != nil {
 			return Plan{}, err
 		}

@@ -1,0 +1,110 @@
+package guest
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// IsInit reports whether this process is a guest's PID 1 started as /init:
+// hutch itself is the micro VM's init when the host has no static busybox.
+func IsInit() bool { return os.Getpid() == 1 && os.Args[0] == "/init" }
+
+// RunInit is the micro VM's own minimal init: it mounts the kernel's
+// filesystems, loads the modules in /etc/modules.order, and offers a few
+// commands on the console until told to power off. It never returns.
+func RunInit() {
+	for _, m := range []struct{ fs, dir string }{{"proc", "/proc"}, {"sysfs", "/sys"}, {"devtmpfs", "/dev"}, {"tmpfs", "/tmp"}} {
+		os.MkdirAll(m.dir, 0o755)
+		unix.Mount(m.fs, m.dir, m.fs, 0, "")
+	}
+	if order, err := os.ReadFile("/etc/modules.order"); err == nil {
+		for _, p := range strings.Fields(string(order)) {
+			loadModule(p)
+		}
+	}
+	unix.Sethostname([]byte("hutch"))
+	var u unix.Utsname
+	unix.Uname(&u)
+	fmt.Printf("hutch micro vm: kernel %s (no busybox on the host: hutch's own init)\n", unix.ByteSliceToString(u.Release[:]))
+	fmt.Println("commands: help, echo, cat FILE..., ls [DIR], uname, uptime, poweroff (or exit)")
+	in := bufio.NewScanner(os.Stdin)
+	for {
+		fmt.Print("hutch# ")
+		if !in.Scan() {
+			break
+		}
+		if !command(os.Stdout, strings.Fields(in.Text())) {
+			break
+		}
+	}
+	unix.Sync()
+	for {
+		unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+		time.Sleep(time.Second)
+	}
+}
+
+func loadModule(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		fmt.Printf("load %s: %v\n", path, err)
+		return
+	}
+	defer f.Close()
+	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && err != unix.EEXIST {
+		fmt.Printf("load %s: %v\n", path, err)
+	}
+}
+
+// command runs one console command; false means power off.
+func command(w io.Writer, args []string) bool {
+	if len(args) == 0 {
+		return true
+	}
+	switch args[0] {
+	case "poweroff", "exit":
+		return false
+	case "help":
+		fmt.Fprintln(w, "help, echo, cat FILE..., ls [DIR], uname, uptime, poweroff (or exit)")
+	case "echo":
+		fmt.Fprintln(w, strings.Join(args[1:], " "))
+	case "cat":
+		for _, p := range args[1:] {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				fmt.Fprintln(w, err)
+				continue
+			}
+			w.Write(b)
+		}
+	case "ls":
+		dir := "."
+		if len(args) > 1 {
+			dir = args[1]
+		}
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			fmt.Fprintln(w, err)
+			return true
+		}
+		for _, e := range ents {
+			fmt.Fprintln(w, e.Name())
+		}
+	case "uname":
+		var u unix.Utsname
+		unix.Uname(&u)
+		fmt.Fprintln(w, unix.ByteSliceToString(u.Sysname[:]), unix.ByteSliceToString(u.Release[:]), unix.ByteSliceToString(u.Machine[:]))
+	case "uptime":
+		b, _ := os.ReadFile("/proc/uptime")
+		fmt.Fprintln(w, strings.Fields(string(b) + " ?")[0]+"s")
+	default:
+		fmt.Fprintf(w, "%s: unknown command (try help)\n", args[0])
+	}
+	return true
+}
