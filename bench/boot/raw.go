@@ -65,10 +65,12 @@ func rawFromHutch(argv []string, kernel, initrd string) ([]string, error) {
 			if id, ok := strings.CutPrefix(val, "chardev:"); ok && fdChardevs[id] {
 				out = append(out, "-serial", "file:"+serialPlaceholder)
 				serial = true
+				delete(fdChardevs, id)
 				continue
 			}
 		case "-mon":
-			if fdChardevs[optValue(val, "chardev")] {
+			if id := optValue(val, "chardev"); fdChardevs[id] {
+				delete(fdChardevs, id)
 				continue
 			}
 		case "-kernel", "-initrd":
@@ -85,6 +87,9 @@ func rawFromHutch(argv []string, kernel, initrd string) ([]string, error) {
 			netdev = true
 		}
 		out = append(out, opt, val)
+	}
+	for id := range fdChardevs {
+		return nil, fmt.Errorf("hutch's qemu command has a descriptor chardev %q that is neither the serial console nor QMP", id)
 	}
 	if !serial || !netdev {
 		return nil, fmt.Errorf("hutch's qemu command has no fd serial console or no slirp netdev: %q", argv)
