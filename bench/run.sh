@@ -6,13 +6,13 @@
 #
 #   bench/run.sh [driver flags]     e.g. bench/run.sh -runs 11
 #
-# Environment: BENCH_USER (default hutchtest1), CACHE (guest build cache,
+# Environment: BENCH_USER (default hutchbench, a user the tests never use), CACHE (guest build cache,
 # default /var/tmp/hutch-test-cache), GO (default go).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
 GO=${GO:-go}
-user=${BENCH_USER:-hutchtest1}
+user=${BENCH_USER:-hutchbench}
 cache=${CACHE:-/var/tmp/hutch-test-cache}
 
 if [[ $(id -u) -ne 0 ]]; then
