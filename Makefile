@@ -38,4 +38,3 @@ unit:
 
 bench: deps build
 	./bench/run.sh
-	./bench/net.sh -runs 3 -size 128

@@ -27,3 +27,10 @@ trap 'rm -rf "$tmp"' EXIT
 "$GO" run ./test/buildguest "$cache" >"$tmp/guest.json"
 "$GO" build -o "$tmp/boot" ./bench/boot
 "$tmp/boot" -guest "$tmp/guest.json" -hutch bin/hutch -user "$user" -out docs/benchmarks.md "$@"
+
+# The network benchmark prints its table; docs/benchmarks.md holds the last
+# one with its method. NET_ARGS, e.g. "-runs 3 -size 128", tunes it;
+# NET_ARGS=skip leaves it out.
+if [[ ${NET_ARGS:-} != skip ]]; then
+	"$GO" run ./bench/net -guest "$(cat "$tmp/guest.json")" -hutch bin/hutch -user "$user" ${NET_ARGS:--runs 3 -size 128}
+fi
