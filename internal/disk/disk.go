@@ -13,26 +13,6 @@ import (
 // Tool is the image utility hutch drives.
 const Tool = "qemu-img"
 
-// Format returns the format of the image at path ("qcow2", "raw", ...).
-func Format(path string) (string, error) {
-	bin, err := exec.LookPath(Tool)
-	if err != nil {
-		return "", fmt.Errorf("%s not found on PATH: install it (Debian: apt-get install qemu-utils)", Tool)
-	}
-	// -U: the image may be open in a running VM; reading its header is safe.
-	out, err := exec.Command(bin, "info", "-U", "--output=json", path).Output()
-	if err != nil {
-		return "", fmt.Errorf("read image %s: %s", path, stderrOf(err))
-	}
-	var info struct {
-		Format string `json:"format"`
-	}
-	if err := json.Unmarshal(out, &info); err != nil || info.Format == "" {
-		return "", fmt.Errorf("read image %s: qemu-img info gave no format", path)
-	}
-	return info.Format, nil
-}
-
 // CreateOverlay makes a qcow2 at path whose backing file is base, so the
 // VM writes only to path.
 func CreateOverlay(base, baseFormat, path string) error {

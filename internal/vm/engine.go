@@ -33,11 +33,6 @@ type Engine struct {
 	// identity from Ledger.
 	System bool
 	Ledger *identity.Ledger
-	// BootDir and ModulesRoot are where the host's kernels and modules
-	// are found for a VM with no image (default /boot, /lib/modules).
-	BootDir, ModulesRoot string
-	// BridgeHelper overrides QEMU's bridge helper path (for tests).
-	BridgeHelper string
 	// Notice receives one-line notices such as the TCG fallback.
 	Notice io.Writer
 }

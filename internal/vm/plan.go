@@ -73,7 +73,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 	}
 	if s.Kernel == "" && s.Image == "" {
 		// Nothing to boot was named: the micro VM, from the host's kernel.
-		m, err := guest.BuildMicro(e.Layout.GuestCache(), e.bootDir(), e.modulesRoot(), e.Self)
+		m, err := guest.BuildMicro(e.Layout.GuestCache(), "/boot", "/lib/modules", e.Self)
 		if err != nil {
 			return Plan{}, err
 		}
@@ -149,7 +149,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		cfg.Netdev = netstack.SlirpNetdev("n0", s.Ports)
 	case s.Network == NetBridge:
 		if !e.System {
-			if err := netstack.CheckBridgeHelper(e.bridgeHelper()); err != nil {
+			if err := netstack.CheckBridgeHelper(netstack.BridgeHelper); err != nil {
 				return Plan{}, err
 			}
 		}
@@ -157,7 +157,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 	}
 	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Passt: passt, RunDir: paths.Run, notice: notice}
 	if s.Network == NetBridge && !e.System {
-		plan.BridgeHelper = &Helper{Binary: e.bridgeHelper(), Args: []string{s.Bridge}}
+		plan.BridgeHelper = &Helper{Binary: netstack.BridgeHelper, Args: []string{s.Bridge}}
 	}
 	return plan, nil
 }
@@ -170,27 +170,6 @@ func (e *Engine) fileKind() string {
 		return FDCopy
 	}
 	return FDFile
-}
-
-func (e *Engine) bootDir() string {
-	if e.BootDir != "" {
-		return e.BootDir
-	}
-	return "/boot"
-}
-
-func (e *Engine) modulesRoot() string {
-	if e.ModulesRoot != "" {
-		return e.ModulesRoot
-	}
-	return "/lib/modules"
-}
-
-func (e *Engine) bridgeHelper() string {
-	if e.BridgeHelper != "" {
-		return e.BridgeHelper
-	}
-	return netstack.BridgeHelper
 }
 
 // pickNetwork settles the default network and checks the backend can do
