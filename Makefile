@@ -36,5 +36,10 @@ fuzz:
 unit:
 	$(GO) test -count=1 ./internal/...
 
+# libvirt's session mode, the peer the boot benchmark compares with; only
+# the benchmark needs it (libvirt-daemon is the session daemon itself).
+BENCH_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+
 bench: deps build
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_PACKAGES) >/dev/null
 	./bench/run.sh

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Boot-time benchmark: hutch run -d against the same guest started by a raw
-# qemu-system-x86_64 command line, interleaved. Run as root (`sudo make
-# bench`); the VMs run as an unprivileged user. Results go to the marked
-# section of docs/benchmarks.md.
+# qemu-system-x86_64 command line and by libvirt's session mode (warm and
+# cold), interleaved; then 20 VMs started at once (density) and torn down.
+# Run as root (`sudo make bench`); the VMs run as an unprivileged user.
+# Results go to the marked section of docs/benchmarks.md.
 #
 #   bench/run.sh [driver flags]     e.g. bench/run.sh -runs 11
+#   bench/run.sh -libvirt=false -density 0     hutch and raw QEMU only
 #
 # Environment: BENCH_USER (default hutchbench, a user the tests never use), CACHE (guest build cache,
 # default /var/tmp/hutch-test-cache), GO (default go).

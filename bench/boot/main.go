@@ -1,9 +1,12 @@
 // Command boot measures how long the test guest takes from the command
 // that starts it to its web page answering through a forwarded port, when
-// started by `hutch run -d` and by the equivalent raw qemu-system-x86_64
-// command line, interleaved. It also measures how long `hutch run -d`
-// takes to return, the resident memory of hutch's supervisor and of QEMU,
-// and teardown, and writes the results into docs/benchmarks.md.
+// started by `hutch run -d`, by the equivalent raw qemu-system-x86_64
+// command line and by libvirt's session mode (virsh create, with its
+// daemon running and not), interleaved. It also measures how long the
+// commands take to return, the time hutch spends before QEMU starts and
+// after it exits, the resident memory of hutch's supervisor, of QEMU and
+// of the whole VM, teardown, and N VMs started at once (density), and
+// writes the results into docs/benchmarks.md.
 //
 // It runs as root and starts everything as an unprivileged user, with a
 // fresh XDG_RUNTIME_DIR and XDG_DATA_HOME for every hutch run.
@@ -58,6 +61,9 @@ type config struct {
 	keep      bool
 	retries   int
 	quietWait time.Duration
+	libvirt   bool
+	density   int
+	densMem   string
 }
 
 func main() {
@@ -70,6 +76,9 @@ func main() {
 	flag.IntVar(&c.basePort, "port", 18400, "first host port; every boot uses its own")
 	flag.BoolVar(&c.keep, "keep", false, "keep the scratch directory (logs, console output) for inspection")
 	flag.IntVar(&c.retries, "retries", 2, "times a failed boot is retried before giving up")
+	flag.BoolVar(&c.libvirt, "libvirt", true, "also boot the guest with libvirt's session mode (virsh create), warm and cold")
+	flag.IntVar(&c.density, "density", 20, "VMs started at once by concurrent hutch run -d in the density test; 0 skips it")
+	flag.StringVar(&c.densMem, "density-memory", "128M", "memory of each VM in the density test")
 	flag.DurationVar(&c.quietWait, "quiet-wait", 5*time.Minute, "how long to wait for other processes to leave the CPUs idle before each boot")
 	flag.Parse()
 	if c.guest == "" || c.runs < 1 || flag.NArg() != 0 {
@@ -127,12 +136,14 @@ type bench struct {
 	// rawTemplate is the raw QEMU argv with placeholders for port and serial file.
 	rawTemplate []string
 	// What cleanup must end if the driver stops early.
-	liveVM  map[string]*hutchEnv
-	liveRaw map[int]*exec.Cmd
+	liveVM      map[string]*hutchEnv
+	liveRaw     map[int]*exec.Cmd
+	liveDomains map[string]*libvirtSession
+	lv          *libvirtSession // nil without -libvirt
 }
 
 func newBench(c config) (*bench, error) {
-	b := &bench{config: c, liveVM: map[string]*hutchEnv{}, liveRaw: map[int]*exec.Cmd{}}
+	b := &bench{config: c, liveVM: map[string]*hutchEnv{}, liveRaw: map[int]*exec.Cmd{}, liveDomains: map[string]*libvirtSession{}}
 	gj, err := os.ReadFile(c.guest)
 	if err != nil {
 		return nil, err
@@ -167,6 +178,11 @@ func newBench(c config) (*bench, error) {
 	if err := copyFile(c.hutch, b.hutchBin, 0o755); err != nil {
 		return nil, fmt.Errorf("copy hutch binary: %w", err)
 	}
+	if c.libvirt {
+		if b.lv, err = b.newLibvirt(); err != nil {
+			return nil, err
+		}
+	}
 	return b, nil
 }
 
@@ -176,6 +192,15 @@ func (b *bench) cleanup() {
 	}
 	for _, c := range b.liveRaw {
 		c.Process.Kill()
+	}
+	if b.lv != nil {
+		var doms []string
+		for d := range b.liveDomains {
+			doms = append(doms, d)
+		}
+		if err := b.lv.cleanup(doms); err != nil {
+			fmt.Fprintln(os.Stderr, "boot: libvirt cleanup:", err)
+		}
 	}
 	if !b.keep {
 		os.RemoveAll(b.scratch)
@@ -207,13 +232,22 @@ func (b *bench) port() int {
 	return p
 }
 
+// side is one way of booting the guest.
+type side struct {
+	key   string // short tag: h, r, w, c
+	label string
+	boot  func(tag string) (measurement, error)
+	dst   *[]measurement
+}
+
 // run does an unmeasured warm-up boot of each side, derives the raw
-// command line from what hutch ran, then the measured rounds.
+// command line from what hutch ran, then the measured rounds, the order of
+// the sides rotating from round to round, then the extra parts.
 func (b *bench) run() (*results, error) {
 	res := &results{runs: b.runs, started: time.Now()}
 	res.machine = machineInfo(b)
 	fmt.Fprintf(os.Stderr, "warm-up: hutch\n")
-	warm, err := b.attempt("warm-hutch", b.hutchRun, res)
+	warm, err := b.attempt("warm-hutch", b.hutchBoot("slirp"), res)
 	if err != nil {
 		return nil, err
 	}
@@ -224,32 +258,64 @@ func (b *bench) run() (*results, error) {
 		return nil, err
 	}
 	res.rawArgv = b.rawArgv(portPlaceholder, "serial.log")
-	fmt.Fprintf(os.Stderr, "warm-up: raw qemu\n")
-	if _, err := b.attempt("warm-raw", b.rawRun, res); err != nil {
-		return nil, err
+	sides := []side{
+		{"h", "hutch", b.hutchBoot("slirp"), &res.hutch},
+		{"r", "raw", b.rawRun, &res.raw},
+	}
+	if b.lv != nil {
+		netdev, device, err := netArgs(b.rawTemplate)
+		if err != nil {
+			return nil, err
+		}
+		mem, _ := strconv.Atoi(strings.TrimSuffix(memory, "M"))
+		res.domainXML = domainXML("NAME", mem, b.guestFiles.Kernel, b.guestFiles.Initrd, appendArg, "SERIAL", netdev, device)
+		sides = append(sides,
+			side{"w", "libvirt warm", b.lv.libvirtBoot(false), &res.lvWarm},
+			side{"c", "libvirt cold", b.lv.libvirtBoot(true), &res.lvCold})
+	}
+	// The hutch warm-up is done; one for each other side (for libvirt,
+	// its first run also fills its QEMU capabilities cache).
+	for _, s := range sides[1:] {
+		fmt.Fprintf(os.Stderr, "warm-up: %s\n", s.label)
+		if _, err := b.attempt("warm-"+s.key, s.boot, res); err != nil {
+			return nil, err
+		}
 	}
 	for i := 1; i <= b.runs; i++ {
-		hutchFirst := i%2 == 1
-		res.order = append(res.order, hutchFirst)
-		for _, side := range []bool{hutchFirst, !hutchFirst} {
-			if side {
-				m, err := b.attempt(fmt.Sprintf("h%d", i), b.hutchRun, res)
-				if err != nil {
-					return nil, err
-				}
-				res.hutch = append(res.hutch, m)
-				fmt.Fprintf(os.Stderr, "round %d hutch: page %.3fs (qemu at %.2fs), run -d %.3fs, supervisor %.1f MiB, qemu %.1f MiB, teardown %.3fs, other load %.2f\n",
-					i, m.page.Seconds(), m.vmmExec.Seconds(), m.returned.Seconds(), mib(m.superRSS.rss), mib(m.vmmRSS.rss), m.teardown.Seconds(), m.others)
-			} else {
-				m, err := b.attempt(fmt.Sprintf("r%d", i), b.rawRun, res)
-				if err != nil {
-					return nil, err
-				}
-				res.raw = append(res.raw, m)
-				fmt.Fprintf(os.Stderr, "round %d raw:   page %.3fs (qemu at %.2fs), qemu %.1f MiB, teardown %.3fs, other load %.2f\n",
-					i, m.page.Seconds(), m.vmmExec.Seconds(), mib(m.vmmRSS.rss), m.teardown.Seconds(), m.others)
+		var order []string
+		for j := range sides {
+			s := sides[(i-1+j)%len(sides)]
+			order = append(order, s.key)
+			m, err := b.attempt(fmt.Sprintf("%s%d", s.key, i), s.boot, res)
+			if err != nil {
+				return nil, err
 			}
+			*s.dst = append(*s.dst, m)
+			fmt.Fprintf(os.Stderr, "round %d %-12s page %.3fs (qemu at %.3fs), returned %.3fs, qemu %.1f MiB, vm %.1f MiB, teardown %.3fs, other load %.2f\n",
+				i, s.label+":", m.page.Seconds(), m.vmmExec.Seconds(), m.returned.Seconds(), mib(m.vmmRSS.rss), mib(m.vmRSS), m.teardown.Seconds(), m.others)
 		}
+		res.order = append(res.order, strings.Join(order, " "))
+	}
+	// Whole-VM memory with passt, which the slirp boots above do not run.
+	fmt.Fprintf(os.Stderr, "one boot with --network passt, for its memory\n")
+	if m, err := b.attempt("passt", b.hutchBoot("passt"), res); err != nil {
+		res.passtErr = err.Error()
+	} else {
+		res.passt = &m
+	}
+	if b.lv != nil {
+		// Its daemons are the bench user's processes too: end them before
+		// the density test counts what is left.
+		if err := b.lv.stopDaemons(); err != nil {
+			return nil, err
+		}
+	}
+	if b.density > 0 {
+		d, err := b.densityRun()
+		if err != nil {
+			return nil, err
+		}
+		res.density = d
 	}
 	res.finished = time.Now()
 	return res, nil
@@ -299,6 +365,9 @@ type measurement struct {
 	teardown  time.Duration
 	superRSS  memUse // hutch only
 	vmmRSS    memUse
+	vmRSS     int           // KiB: hutch's supervisor, QEMU and passt; QEMU alone otherwise
+	daemonRSS int           // KiB: libvirt's session daemons
+	postExit  time.Duration // QEMU's exit to hutch rm returning (hutch only)
 	others    float64       // CPUs other processes kept busy during the boot
 	vmmCPU    time.Duration // CPU time QEMU used, start to page
 	superCPU  time.Duration // CPU time the supervisor used, start to page (hutch only)
@@ -333,6 +402,7 @@ func (h *hutchEnv) hutch(args ...string) (string, error) {
 
 // inspectView is the part of hutch inspect the driver reads.
 type inspectView struct {
+	Name          string   `json:"name"`
 	State         string   `json:"state"`
 	Pid           int      `json:"pid"`
 	SupervisorPid int      `json:"supervisorPid"`
@@ -340,8 +410,13 @@ type inspectView struct {
 	Command       []string `json:"command"`
 }
 
-// hutchRun boots the guest with hutch run -d in a fresh hutch state.
-func (b *bench) hutchRun(tag string) (measurement, error) {
+// hutchBoot returns a boot with hutch run -d in a fresh hutch state and
+// the given network backend.
+func (b *bench) hutchBoot(network string) func(string) (measurement, error) {
+	return func(tag string) (measurement, error) { return b.hutchRun(tag, network) }
+}
+
+func (b *bench) hutchRun(tag, network string) (measurement, error) {
 	var m measurement
 	dir := filepath.Join(b.scratch, tag)
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -361,7 +436,7 @@ func (b *bench) hutchRun(tag string) (measurement, error) {
 	name := "bench-" + tag
 	args := []string{"run", "-d", "--name", name, "--cpus", cpus, "--memory", memory,
 		"--kernel", b.guestFiles.Kernel, "--initrd", b.guestFiles.Initrd, "--append", appendArg,
-		"--network", "slirp", "-p", fmt.Sprintf("127.0.0.1:%d:%d", port, guestPort)}
+		"--network", network, "-p", fmt.Sprintf("127.0.0.1:%d:%d", port, guestPort)}
 	m.hutchArgv = append([]string{"hutch"}, args...)
 	m.hutchArgv[4] = "NAME"
 	m.hutchArgv[len(m.hutchArgv)-1] = fmt.Sprintf("127.0.0.1:%s:%d", portPlaceholder, guestPort)
@@ -388,7 +463,7 @@ func (b *bench) hutchRun(tag string) (measurement, error) {
 		err := cmd.Wait()
 		exited <- exit{err, time.Since(start)}
 	}()
-	page := pollPage(ctx, port, start)
+	page := pollPage(ctx, port, start, pollEvery)
 	var r pageResult
 	var e exit
 	select {
@@ -420,22 +495,30 @@ func (b *bench) hutchRun(tag string) (measurement, error) {
 		return m, fmt.Errorf("hutch inspect: state %s, pid %d, supervisor %d", v.State, v.Pid, v.SupervisorPid)
 	}
 	m.vmmCPU, m.superCPU = procCPU(v.Pid), procCPU(v.SupervisorPid)
-	m.others = win.others(m.vmmCPU + m.superCPU)
+	m.others = win.others(treeCPU(v.SupervisorPid))
 	m.vmmExec = procStart(v.Pid) + tick/2 - boot0
 	m.superRSS, _ = readMemory(v.SupervisorPid)
 	m.vmmRSS, _ = readMemory(v.Pid)
+	m.vmRSS = treeRSS(v.SupervisorPid)
 	m.vmmArgv, m.accel = v.Command, v.Accel
 	if b.keep {
 		copyFile(consoleLog, filepath.Join(dir, "console.log"), 0o644)
 	}
 
+	gone := watchExit(v.Pid)
 	t := time.Now()
 	_, err1 := h.hutch("stop", "-t", "0", name)
 	_, err2 := h.hutch("rm", name)
-	m.teardown = time.Since(t)
+	end := time.Now()
+	m.teardown = end.Sub(t)
 	if err := errors.Join(err1, err2); err != nil {
 		return m, err
 	}
+	exitAt, ok := gone(10 * time.Second)
+	if !ok {
+		return m, fmt.Errorf("qemu %d still running after hutch rm", v.Pid)
+	}
+	m.postExit = end.Sub(exitAt)
 	delete(b.liveVM, name)
 	if !waitGone(v.Pid, 10*time.Second) || !waitGone(v.SupervisorPid, 10*time.Second) {
 		return m, fmt.Errorf("qemu %d or supervisor %d still running after hutch rm", v.Pid, v.SupervisorPid)
@@ -490,7 +573,7 @@ func (b *bench) rawRun(tag string) (measurement, error) {
 	}()
 	var r pageResult
 	select {
-	case r = <-pollPage(ctx, port, start):
+	case r = <-pollPage(ctx, port, start, pollEvery):
 	case <-exited:
 		cancel()
 		r.err = fmt.Errorf("qemu exited before the page answered (%v)", state)
@@ -506,6 +589,7 @@ func (b *bench) rawRun(tag string) (measurement, error) {
 	m.others = win.others(m.vmmCPU)
 	m.vmmExec = procStart(pid) + tick/2 - boot0
 	m.vmmRSS, _ = readMemory(pid)
+	m.vmRSS = m.vmmRSS.rss
 	t := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
 	<-exited
@@ -518,10 +602,10 @@ type pageResult struct {
 	err error
 }
 
-// pollPage starts a GET of the guest's page every pollEvery, each with
-// its own short timeout, and reports when the first one answers 200 with
-// the guest's text, measured from start.
-func pollPage(ctx context.Context, port int, start time.Time) <-chan pageResult {
+// pollPage starts a GET of the guest's page every `every`, each with its
+// own short timeout, and reports when the first one answers 200 with the
+// guest's text, measured from start.
+func pollPage(ctx context.Context, port int, start time.Time, every time.Duration) <-chan pageResult {
 	out := make(chan pageResult, 1)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	client := &http.Client{
@@ -532,7 +616,7 @@ func pollPage(ctx context.Context, port int, start time.Time) <-chan pageResult 
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		found := make(chan time.Duration, 1)
-		tick := time.NewTicker(pollEvery)
+		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for {
 			go func() {
@@ -549,7 +633,7 @@ func pollPage(ctx context.Context, port int, start time.Time) <-chan pageResult 
 				out <- pageResult{at: at}
 				return
 			case <-ctx.Done():
-				out <- pageResult{err: fmt.Errorf("no page on %s within %s", url, bootLimit)}
+				out <- pageResult{err: fmt.Errorf("no page on %s after %s", url, time.Since(start).Round(time.Second))}
 				return
 			case <-tick.C:
 			}

@@ -7,8 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -16,6 +16,7 @@ import (
 // Targets from the issue.
 const (
 	maxRatio       = 1.05
+	maxLibvirtWarm = 0.8
 	maxSuperRSSMiB = 8.0
 	maxReturn      = 2 * time.Second
 )
@@ -34,9 +35,14 @@ type results struct {
 	hutchArgv         []string
 	vmmArgv           []string
 	rawArgv           []string
+	domainXML         string
 	accel             string
-	order             []bool // per round: hutch went first
+	order             []string // per round: the sides' keys in the order booted
 	hutch, raw        []measurement
+	lvWarm, lvCold    []measurement
+	passt             *measurement // one hutch boot with --network passt
+	passtErr          string
+	density           *densityResult
 	failures          []string // boots that failed and were retried
 	disturbed         []string // boots done again because the host was busy
 }
@@ -45,7 +51,12 @@ func (r *results) pages(ms []measurement) []float64 {
 	return collect(ms, func(m measurement) float64 { return m.page.Seconds() })
 }
 
-func (r *results) ratio() float64 { return median(r.pages(r.hutch)) / median(r.pages(r.raw)) }
+func (r *results) ratio() float64 { return r.ratioTo(r.raw) }
+
+// ratioTo is hutch's median over another side's.
+func (r *results) ratioTo(ms []measurement) float64 {
+	return median(r.pages(r.hutch)) / median(r.pages(ms))
+}
 
 func (r *results) superMax() float64 {
 	return maxOf(collect(r.hutch, func(m measurement) float64 { return mib(m.superRSS.rss) }))
@@ -56,7 +67,29 @@ func (r *results) returnMax() float64 {
 }
 
 func (r *results) pass() bool {
-	return r.ratio() <= maxRatio && r.superMax() <= maxSuperRSSMiB && r.returnMax() < maxReturn.Seconds()
+	lv := len(r.lvWarm) == 0 || r.ratioTo(r.lvWarm) <= maxLibvirtWarm
+	return lv && r.ratio() <= maxRatio && r.superMax() <= maxSuperRSSMiB && r.returnMax() < maxReturn.Seconds()
+}
+
+// sideResults are the measured sides, in the order of the tables.
+func (r *results) sides() []sideResult {
+	all := []sideResult{{"h", "hutch", r.hutch}, {"r", "raw", r.raw}, {"w", "libvirt warm", r.lvWarm}, {"c", "libvirt cold", r.lvCold}}
+	var out []sideResult
+	for _, s := range all {
+		if len(s.ms) > 0 {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+type sideResult struct {
+	key, label string
+	ms         []measurement
+}
+
+func seconds(f func(measurement) time.Duration) func(measurement) float64 {
+	return func(m measurement) float64 { return f(m).Seconds() }
 }
 
 func (r *results) markdown() string {
@@ -69,38 +102,29 @@ func (r *results) markdown() string {
 		w("| %s | %s |\n", kv[0], kv[1])
 	}
 	w("| accelerator | %s |\n", r.accel)
-	w("\n%d rounds, each one boot with hutch and one with raw QEMU, the order alternating "+
-		"(round 1 hutch first, round 2 raw first, ...), after one unmeasured warm-up boot of each; "+
-		"%s in all. Every boot uses its own host port and, for hutch, its own fresh "+
+	sides := r.sides()
+	var labels []string
+	for _, s := range sides {
+		labels = append(labels, fmt.Sprintf("%s (%s)", s.label, s.key))
+	}
+	w("\n%d rounds, each one boot of every side: %s. The order rotates from round to round "+
+		"(round 1 %s, round 2 starts with the second, ...; the order of each round is in the last table), "+
+		"after one unmeasured warm-up boot of each; %s in all, density test included. Every boot uses its own host port and, for hutch, its own fresh "+
 		"`XDG_RUNTIME_DIR` and `XDG_DATA_HOME`. Before each boot the driver waits until other "+
 		"processes use less than %.2f CPUs over %s; a boot during which they used more than %.1f CPUs "+
 		"is done again (at most %d times).\n\n",
-		r.runs, r.finished.Sub(r.started).Round(time.Second), quietCPUs, quietSpan, maxOthers, maxDisturbed)
+		r.runs, strings.Join(labels, ", "), r.order[0], r.finished.Sub(r.started).Round(time.Second), quietCPUs, quietSpan, maxOthers, maxDisturbed)
 
 	w("hutch, as the user:\n\n```\n%s\n```\n\n", shellQuote(r.hutchArgv))
 	w("which runs this QEMU command (`command` in `hutch inspect`; the descriptors are passed by the "+
 		"supervisor: the serial console socket, the QMP listener, and the kernel and initrd):\n\n```\n%s\n```\n\n", shellQuote(r.vmmArgv))
 	w("Raw QEMU, as the same user, derived from the line above: kernel and initrd by path, serial "+
 		"console to a file, no QMP monitor, no `-sandbox`, `-name` or `-no-user-config`:\n\n```\n%s\n```\n\n", shellQuote(r.rawArgv))
-
-	hp, rp := r.pages(r.hutch), r.pages(r.raw)
-	pairRatios := make([]float64, len(hp))
-	for i := range hp {
-		pairRatios[i] = hp[i] / rp[i]
+	if r.domainXML != "" {
+		w("libvirt, as the same user: `virsh -c qemu:///session create DOMAIN.xml` of this domain (NAME, "+
+			"SERIAL and PORT filled in per boot); warm with the session daemon already running, cold with "+
+			"it stopped just before (not timed):\n\n```xml\n%s```\n\n", r.domainXML)
 	}
-	hx := collect(r.hutch, func(m measurement) float64 { return m.vmmExec.Seconds() })
-	rx := collect(r.raw, func(m measurement) float64 { return m.vmmExec.Seconds() })
-	hq := collect(r.hutch, func(m measurement) float64 { return (m.page - m.vmmExec).Seconds() })
-	rq := collect(r.raw, func(m measurement) float64 { return (m.page - m.vmmExec).Seconds() })
-	ret := collect(r.hutch, func(m measurement) float64 { return m.returned.Seconds() })
-	sup := collect(r.hutch, func(m measurement) float64 { return mib(m.superRSS.rss) })
-	supAnon := collect(r.hutch, func(m measurement) float64 { return mib(m.superRSS.anon) })
-	supFile := collect(r.hutch, func(m measurement) float64 { return mib(m.superRSS.file) })
-	supHWM := collect(r.hutch, func(m measurement) float64 { return mib(m.superRSS.hwm) })
-	qh := collect(r.hutch, func(m measurement) float64 { return mib(m.vmmRSS.rss) })
-	qr := collect(r.raw, func(m measurement) float64 { return mib(m.vmmRSS.rss) })
-	th := collect(r.hutch, func(m measurement) float64 { return m.teardown.Seconds() })
-	tr := collect(r.raw, func(m measurement) float64 { return m.teardown.Seconds() })
 
 	verdict := func(ok bool) string {
 		if ok {
@@ -110,32 +134,72 @@ func (r *results) markdown() string {
 	}
 	w("| measure | median | min | max | target |\n|---|---:|---:|---:|---|\n")
 	row := func(name string, v []float64, unit, target string) {
+		if len(v) == 0 {
+			return
+		}
 		w("| %s | %s | %s | %s | %s |\n", name, num(median(v), unit), num(minOf(v), unit), num(maxOf(v), unit), target)
 	}
-	row("hutch: exec of `hutch run -d` to first page", hp, "s", "")
-	row("raw: exec of `qemu-system-x86_64` to first page", rp, "s", "")
-	w("| **ratio of the medians, hutch / raw** | **%.3f** | | | ≤ %.2f %s |\n", r.ratio(), maxRatio, verdict(r.ratio() <= maxRatio))
-	row("ratio hutch / raw within each round", pairRatios, "x", "")
-	row("hutch: exec to QEMU's start (±5 ms)", hx, "s", "")
-	row("raw: exec to QEMU's start (±5 ms)", rx, "s", "")
-	row("hutch: QEMU's start to first page", hq, "s", "")
-	row("raw: QEMU's start to first page", rq, "s", "")
-	row("hutch: QEMU's CPU time, start to page", collect(r.hutch, func(m measurement) float64 { return m.vmmCPU.Seconds() }), "s", "")
-	row("raw: QEMU's CPU time, start to page", collect(r.raw, func(m measurement) float64 { return m.vmmCPU.Seconds() }), "s", "")
-	row("hutch: supervisor's CPU time, start to page", collect(r.hutch, func(m measurement) float64 { return m.superCPU.Seconds() }), "s", "")
+	perSide := func(what string, f func(measurement) float64, unit string, only ...string) {
+		for _, s := range sides {
+			if len(only) == 0 || slices.Contains(only, s.key) {
+				row(s.label+": "+what, collect(s.ms, f), unit, "")
+			}
+		}
+	}
+	command := map[string]string{"h": "`hutch run -d`", "r": "`qemu-system-x86_64`", "w": "`virsh create`", "c": "`virsh create`"}
+	for _, s := range sides {
+		row(s.label+": exec of "+command[s.key]+" to first page", r.pages(s.ms), "s", "")
+	}
+	ratioRow := func(name string, ms []measurement, limit float64) {
+		if len(ms) == 0 {
+			return
+		}
+		target := ""
+		if limit > 0 {
+			target = fmt.Sprintf("≤ %.2f %s", limit, verdict(r.ratioTo(ms) <= limit))
+		}
+		w("| **ratio of the medians, %s** | **%.3f** | | | %s |\n", name, r.ratioTo(ms), target)
+	}
+	ratioRow("hutch / raw", r.raw, maxRatio)
+	ratioRow("hutch / libvirt warm", r.lvWarm, maxLibvirtWarm)
+	ratioRow("hutch / libvirt cold", r.lvCold, 0)
+	hp := r.pages(r.hutch)
+	for _, s := range sides[1:] {
+		op := r.pages(s.ms)
+		pair := make([]float64, len(hp))
+		for i := range hp {
+			pair[i] = hp[i] / op[i]
+		}
+		row("ratio hutch / "+s.label+" within each round", pair, "x", "")
+	}
+	perSide("exec to QEMU's start (±5 ms)", seconds(func(m measurement) time.Duration { return m.vmmExec }), "s")
+	perSide("QEMU's start to first page", seconds(func(m measurement) time.Duration { return m.page - m.vmmExec }), "s")
+	perSide("QEMU's CPU time, start to page", seconds(func(m measurement) time.Duration { return m.vmmCPU }), "s")
+	perSide("supervisor's CPU time, start to page", seconds(func(m measurement) time.Duration { return m.superCPU }), "s", "h")
+	ret := collect(r.hutch, seconds(func(m measurement) time.Duration { return m.returned }))
 	row("`hutch run -d` returns", ret, "s", fmt.Sprintf("well under %s %s", maxReturn, verdict(maxOf(ret) < maxReturn.Seconds())))
+	perSide("`virsh create` returns", seconds(func(m measurement) time.Duration { return m.returned }), "s", "w", "c")
+	sup := collect(r.hutch, func(m measurement) float64 { return mib(m.superRSS.rss) })
 	row("supervisor VmRSS, page answering", sup, "MiB", fmt.Sprintf("≤ %.0f MiB (max) %s", maxSuperRSSMiB, verdict(maxOf(sup) <= maxSuperRSSMiB)))
-	row("supervisor RssAnon (heap, stacks)", supAnon, "MiB", "")
-	row("supervisor RssFile (hutch binary, libc)", supFile, "MiB", "")
-	row("supervisor VmHWM (peak so far)", supHWM, "MiB", "")
-	row("QEMU VmRSS under hutch", qh, "MiB", "")
-	row("QEMU VmRSS, raw", qr, "MiB", "")
-	row("teardown: `hutch stop -t 0` + `hutch rm`", th, "s", "")
-	row("teardown: raw QEMU, SIGTERM to exit", tr, "s", "")
-	oh := collect(r.hutch, func(m measurement) float64 { return m.others })
-	ors := collect(r.raw, func(m measurement) float64 { return m.others })
-	row("CPUs used by other processes during hutch boots", oh, "CPUs", "")
-	row("CPUs used by other processes during raw boots", ors, "CPUs", "")
+	row("supervisor RssAnon (heap, stacks)", collect(r.hutch, func(m measurement) float64 { return mib(m.superRSS.anon) }), "MiB", "")
+	row("supervisor RssFile (hutch binary, libc)", collect(r.hutch, func(m measurement) float64 { return mib(m.superRSS.file) }), "MiB", "")
+	row("supervisor VmHWM (peak so far)", collect(r.hutch, func(m measurement) float64 { return mib(m.superRSS.hwm) }), "MiB", "")
+	perSide("QEMU VmRSS", func(m measurement) float64 { return mib(m.vmmRSS.rss) }, "MiB")
+	row("hutch: whole VM VmRSS (supervisor + QEMU)", collect(r.hutch, func(m measurement) float64 { return mib(m.vmRSS) }), "MiB", "")
+	if r.passt != nil {
+		w("| hutch `--network passt`, one boot: whole VM VmRSS (supervisor + QEMU + passt) | %s | | | |\n", num(mib(r.passt.vmRSS), "MiB"))
+	}
+	perSide("session daemons' VmRSS (libvirtd + virtlogd)", func(m measurement) float64 { return mib(m.daemonRSS) }, "MiB", "w", "c")
+	teardown := map[string]string{"h": "`hutch stop -t 0` + `hutch rm`", "r": "SIGTERM to QEMU's exit",
+		"w": "`virsh destroy` to QEMU's exit", "c": "`virsh destroy` to QEMU's exit"}
+	for _, s := range sides {
+		row(s.label+": teardown, "+teardown[s.key], collect(s.ms, seconds(func(m measurement) time.Duration { return m.teardown })), "s", "")
+	}
+	perSide("QEMU's exit to `hutch rm` returning", seconds(func(m measurement) time.Duration { return m.postExit }), "s", "h")
+	perSide("CPUs used by other processes during the boot", func(m measurement) float64 { return m.others }, "CPUs")
+	if r.passtErr != "" {
+		w("\nThe `--network passt` boot failed: %s\n", oneLine(r.passtErr))
+	}
 	if len(r.disturbed) > 0 {
 		w("\nBoots done again because other processes used more than %.1f CPUs during them: %s.\n", maxOthers, strings.Join(r.disturbed, ", "))
 	}
@@ -144,25 +208,82 @@ func (r *results) markdown() string {
 	} else {
 		w("\nBoots that failed and were retried:\n\n")
 		for _, f := range r.failures {
-			w("- %s\n", strings.ReplaceAll(strings.ReplaceAll(f, "\n", " "), "|", "/"))
+			w("- %s\n", oneLine(f))
 		}
 	}
 
-	w("\nEvery run (seconds; MiB):\n\n")
-	w("| round | first | hutch page | raw page | ratio | hutch: QEMU start | run -d returns | supervisor RSS | QEMU RSS hutch | QEMU RSS raw | teardown hutch | teardown raw | other CPUs hutch | other CPUs raw |\n")
-	w("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	for i := range r.hutch {
-		first := "raw"
-		if r.order[i] {
-			first = "hutch"
+	w("\nEvery run: time to first page, teardown (seconds), and the CPUs other processes used, per side:\n\n")
+	w("| round | order |")
+	for _, s := range sides {
+		w(" %s page |", s.key)
+	}
+	w(" hutch: QEMU start | hutch: after QEMU's exit | teardown")
+	for _, s := range sides {
+		w(" %s", s.key)
+	}
+	w(" | other CPUs |\n|---:|---|%s\n", strings.Repeat("---:|", len(sides)+4))
+	for i := range r.order {
+		w("| %d | %s |", i+1, r.order[i])
+		var tear, others []string
+		for _, s := range sides {
+			m := s.ms[i]
+			w(" %.3f |", m.page.Seconds())
+			tear = append(tear, fmt.Sprintf("%.3f", m.teardown.Seconds()))
+			others = append(others, fmt.Sprintf("%.2f", m.others))
 		}
-		h, x := r.hutch[i], r.raw[i]
-		w("| %d | %s | %.3f | %.3f | %.3f | %.2f | %.3f | %.1f | %.1f | %.1f | %.3f | %.3f | %.2f | %.2f |\n", i+1, first,
-			h.page.Seconds(), x.page.Seconds(), pairRatios[i], h.vmmExec.Seconds(), h.returned.Seconds(), mib(h.superRSS.rss),
-			mib(h.vmmRSS.rss), mib(x.vmmRSS.rss), h.teardown.Seconds(), x.teardown.Seconds(), h.others, x.others)
+		h := r.hutch[i]
+		w(" %.3f | %.3f | %s | %s |\n", h.vmmExec.Seconds(), h.postExit.Seconds(), strings.Join(tear, " "), strings.Join(others, " "))
+	}
+	if d := r.density; d != nil {
+		d.markdown(w)
 	}
 	w("\n%s\n", endMark)
 	return b.String()
+}
+
+func oneLine(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "\n", " "), "|", "/")
+}
+
+// markdown writes the density test's results.
+func (d *densityResult) markdown(w func(string, ...any)) {
+	w("\n#### Density: %d VMs of %s started at once\n\n", d.n, d.memory)
+	w("%d concurrent `hutch run -d --memory %s ...` (each its own name and host port, one hutch state of the user), "+
+		"clock from the moment all were exec'd; then every VM's `hutch stop -t 0 NAME` followed by `hutch rm NAME`, "+
+		"the %d pairs at once.\n\n", d.n, d.memory, d.n)
+	var pages, rets []float64
+	for i, p := range d.page {
+		if p > 0 {
+			pages = append(pages, p.Seconds())
+		}
+		rets = append(rets, d.returned[i].Seconds())
+	}
+	w("| measure | value |\n|---|---:|\n")
+	w("| VMs whose page answered | %d of %d |\n", d.answered(), d.n)
+	if len(pages) > 0 {
+		w("| first page | %.1f s |\n| median page | %.1f s |\n| **last page** | **%.1f s** |\n", minOf(pages), median(pages), maxOf(pages))
+	}
+	w("| `hutch run -d` returned, median / last | %.2f s / %.2f s |\n", median(rets), maxOf(rets))
+	w("| whole VMs' VmRSS, summed (supervisors + QEMUs) | %.0f MiB (%.1f MiB per VM) |\n", mib(d.vmRSS), mib(d.vmRSS)/float64(d.n))
+	w("| QEMUs' VmRSS, summed | %.0f MiB |\n", mib(d.vmmRSS))
+	w("| drop of the host's MemAvailable | %.0f MiB |\n", mib(d.availKiB))
+	w("| CPUs used by other processes meanwhile | %.2f |\n", d.others)
+	w("| teardown of all (concurrent stop + rm), to the last `rm` returning | %.2f s |\n", d.teardown.Seconds())
+	w("| ... to the last supervisor and QEMU gone | %.2f s |\n", d.allGone.Seconds())
+	w("\n")
+	if len(d.errs) == 0 {
+		w("No error.")
+	} else {
+		w("Errors: %s.", oneLine(strings.Join(d.errs, "; ")))
+	}
+	if len(d.tearErrs) > 0 {
+		w(" Teardown errors: %s.", oneLine(strings.Join(d.tearErrs, "; ")))
+	}
+	if len(d.leftover) == 0 {
+		w(" After the teardown no process of the user is left (zombies of exited supervisors, waiting for the host's init to reap them, aside) and `hutch ps -a` lists nothing.\n")
+	} else {
+		w(" Left after the teardown: %s.\n", oneLine(strings.Join(d.leftover, "; ")))
+	}
 }
 
 func num(v float64, unit string) string {
@@ -234,13 +355,8 @@ func machineInfo(b *bench) [][2]string {
 		f.Close()
 	}
 	add("CPU", fmt.Sprintf("%s, %d logical CPUs (Go sees %d)", model, cores, runtime.NumCPU()))
-	if mem, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for _, l := range strings.Split(string(mem), "\n") {
-			if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
-				kib, _ := strconv.Atoi(strings.Fields(v)[0])
-				add("memory", fmt.Sprintf("%.1f GiB", float64(kib)/(1<<20)))
-			}
-		}
+	if kib := meminfo("MemTotal"); kib > 0 {
+		add("memory", fmt.Sprintf("%.1f GiB", float64(kib)/(1<<20)))
 	}
 	if osr, err := os.ReadFile("/etc/os-release"); err == nil {
 		for _, l := range strings.Split(string(osr), "\n") {
