@@ -25,7 +25,7 @@ func RunInit() {
 	}
 	if order, err := os.ReadFile("/etc/modules.order"); err == nil {
 		for _, p := range strings.Fields(string(order)) {
-			loadModule(p)
+			LoadModule(p)
 		}
 	}
 	unix.Sethostname([]byte("hutch"))
@@ -50,7 +50,9 @@ func RunInit() {
 	}
 }
 
-func loadModule(path string) {
+// LoadModule loads one kernel module file, reporting failure on stdout (the
+// console): a guest init has nowhere else to say it.
+func LoadModule(path string) {
 	f, err := os.Open(path)
 	if err != nil {
 		fmt.Printf("load %s: %v\n", path, err)

@@ -56,14 +56,36 @@ type Rlimit struct {
 }
 
 func (s *Spec) validate() error {
-	// A VMM never runs as root, and neither does anything it spawns.
-	if s.UID == 0 || s.GID == 0 {
+	// A VMM never runs as root, and neither does anything it spawns. Root
+	// of a user namespace that maps it to an ordinary user (where rootless
+	// Podman runs its runtime) is that user on the host.
+	if (s.UID == 0 || s.GID == 0) && !RootIsUser() {
 		return fmt.Errorf("refusing uid %d gid %d: targets never run as root", s.UID, s.GID)
 	}
 	if len(s.Argv) == 0 || !filepath.IsAbs(s.Argv[0]) {
 		return fmt.Errorf("argv %q: need an absolute path first", s.Argv)
 	}
 	return nil
+}
+
+// RootIsUser reports whether uid and gid 0 of this process's user
+// namespace are non-zero ids on the host side.
+func RootIsUser() bool {
+	return mapsZeroToUser("/proc/self/uid_map") && mapsZeroToUser("/proc/self/gid_map")
+}
+
+func mapsZeroToUser(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[0] == "0" {
+			return f[1] != "0"
+		}
+	}
+	return false
 }
 
 // Command returns a Cmd that runs self (the hutch binary) as

@@ -47,6 +47,11 @@ type Config struct {
 	// a listening one for QMP.
 	SerialFD int `json:"serialFD"`
 	QMPFD    int `json:"qmpFD"`
+	// AgentFD, when set, is a connected socket that becomes the
+	// virtio-serial port AgentPort: a channel to a guest agent that needs
+	// no device node on the host.
+	AgentFD   int    `json:"agentFD,omitempty"`
+	AgentPort string `json:"agentPort,omitempty"`
 }
 
 // FDSet is one -add-fd set: the same file opened once read-only and, for
@@ -114,6 +119,11 @@ func (c Config) Argv(binary string) []string {
 			dev += ",mac=" + c.MAC
 		}
 		a = append(a, "-netdev", c.Netdev, "-device", dev)
+	}
+	if c.AgentFD != 0 {
+		a = append(a, "-device", c.virtio("serial"),
+			"-chardev", fmt.Sprintf("socket,id=agent,fd=%d", c.AgentFD),
+			"-device", "virtserialport,chardev=agent,name="+c.AgentPort)
 	}
 	return a
 }

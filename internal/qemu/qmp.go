@@ -53,13 +53,36 @@ func NewQMP(c net.Conn, timeout time.Duration) (*QMP, error) {
 // Execute runs a command without arguments and waits for its reply,
 // skipping asynchronous events.
 func (q *QMP) Execute(cmd string) error {
-	if _, err := fmt.Fprintf(q.conn, "{\"execute\":%q}\n", cmd); err != nil {
-		return fmt.Errorf("qmp %s: %w", cmd, err)
+	_, err := q.execute(map[string]any{"execute": cmd})
+	return err
+}
+
+// HumanCommand runs a human monitor command (for those QMP lacks, like
+// hostfwd_add) and returns its output, which is where such commands say
+// they failed.
+func (q *QMP) HumanCommand(line string) (string, error) {
+	ret, err := q.execute(map[string]any{"execute": "human-monitor-command", "arguments": map[string]string{"command-line": line}})
+	if err != nil {
+		return "", err
+	}
+	var out string
+	json.Unmarshal(ret, &out)
+	return out, nil
+}
+
+func (q *QMP) execute(msg map[string]any) (json.RawMessage, error) {
+	cmd := msg["execute"]
+	b, err := json.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("qmp %s: %w", cmd, err)
+	}
+	if _, err := q.conn.Write(append(b, '\n')); err != nil {
+		return nil, fmt.Errorf("qmp %s: %w", cmd, err)
 	}
 	for {
 		line, err := q.r.ReadBytes('\n')
 		if err != nil {
-			return fmt.Errorf("qmp %s: %w", cmd, err)
+			return nil, fmt.Errorf("qmp %s: %w", cmd, err)
 		}
 		var reply struct {
 			Return json.RawMessage `json:"return"`
@@ -69,13 +92,13 @@ func (q *QMP) Execute(cmd string) error {
 			} `json:"error"`
 		}
 		if err := json.Unmarshal(line, &reply); err != nil {
-			return fmt.Errorf("qmp %s: bad reply %q", cmd, line)
+			return nil, fmt.Errorf("qmp %s: bad reply %q", cmd, line)
 		}
 		if reply.Error != nil {
-			return fmt.Errorf("qmp %s: %s", cmd, reply.Error.Desc)
+			return nil, fmt.Errorf("qmp %s: %s", cmd, reply.Error.Desc)
 		}
 		if reply.Return != nil {
-			return nil
+			return reply.Return, nil
 		}
 	}
 }

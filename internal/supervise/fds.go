@@ -2,11 +2,11 @@ package supervise
 
 import (
 	"fmt"
-	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hutch-vm/hutch/internal/launch"
 	"github.com/hutch-vm/hutch/internal/netstack"
 	"github.com/hutch-vm/hutch/internal/vm"
 )
@@ -38,7 +38,7 @@ func (s *supervisor) vmmFiles(serial, qmp *os.File) ([]*os.File, error) {
 			}
 			f, err = os.OpenFile(fd.Path, mode, 0)
 		case vm.FDCopy:
-			f, err = sealedCopy(fd.Path)
+			f, err = launch.SealedCopy(fd.Path)
 		default:
 			err = fmt.Errorf("unknown descriptor kind %q in plan", fd.Kind)
 		}
@@ -65,31 +65,6 @@ func dup(f *os.File) (*os.File, error) {
 		return nil, fmt.Errorf("dup %s: %w", f.Name(), err)
 	}
 	return os.NewFile(uintptr(fd), f.Name()), nil
-}
-
-// sealedCopy copies path into a memfd that can no longer change. QEMU
-// running as another identity cannot reopen a file it may not read, not
-// even through /proc/self/fd; it can reopen its own memfd.
-func sealedCopy(path string) (*os.File, error) {
-	src, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer src.Close()
-	fd, err := unix.MemfdCreate("hutch-boot", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	if err != nil {
-		return nil, fmt.Errorf("copy %s: memfd: %w", path, err)
-	}
-	f := os.NewFile(uintptr(fd), path)
-	if _, err := io.Copy(f, src); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("copy %s: %w", path, err)
-	}
-	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SEAL|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("seal copy of %s: %w", path, err)
-	}
-	return f, nil
 }
 
 func closeAll(files []*os.File) {

@@ -1,0 +1,240 @@
+//go:build linux
+
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hutch-vm/hutch/internal/guest"
+)
+
+// RootfsMount is where the container's root is assembled before it
+// becomes the guest's root.
+const RootfsMount = "/rootfs"
+
+// Run is hutch-agent as the guest's PID 1. It never returns: when the
+// host goes away or setup fails, the guest powers off.
+func Run() {
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stdout, "hutch-agent:", err)
+	}
+	unix.Sync()
+	for {
+		unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+		time.Sleep(time.Second)
+	}
+}
+
+func run() error {
+	for _, m := range []struct{ fs, dir string }{{"proc", "/proc"}, {"sysfs", "/sys"}, {"devtmpfs", "/dev"}} {
+		os.MkdirAll(m.dir, 0o755)
+		if err := unix.Mount(m.fs, m.dir, m.fs, 0, ""); err != nil {
+			return fmt.Errorf("mount %s: %w", m.dir, err)
+		}
+	}
+	if order, err := os.ReadFile("/etc/modules.order"); err == nil {
+		for _, p := range strings.Fields(string(order)) {
+			guest.LoadModule(p)
+		}
+	}
+	port, err := openPort(PortName, 20*time.Second)
+	if err != nil {
+		return err
+	}
+	a := &guestAgent{conn: NewConn(port), procs: map[uint32]*proc{}, byPid: map[int]*proc{}, orphans: map[int]unix.WaitStatus{}}
+	return a.serve()
+}
+
+// openPort opens the virtio-serial port named name once udev-less devtmpfs
+// shows it.
+func openPort(name string, wait time.Duration) (*os.File, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		ents, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
+		for _, e := range ents {
+			if b, err := os.ReadFile(e); err == nil && strings.TrimSpace(string(b)) == name {
+				return os.OpenFile("/dev/"+filepath.Base(filepath.Dir(e)), os.O_RDWR, 0)
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no virtio-serial port named %s after %s", name, wait)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type guestAgent struct {
+	conn *Conn
+	// procFD is the guest's /proc, kept open across the switch to the
+	// container's root, which may not mount one.
+	procFD int
+
+	mu      sync.Mutex
+	procs   map[uint32]*proc
+	byPid   map[int]*proc
+	orphans map[int]unix.WaitStatus // reaped before their start was recorded
+	startMu sync.Mutex              // rlimits and umask are per process: one start at a time
+	initPid int
+}
+
+type proc struct {
+	id     uint32
+	pid    int
+	stdin  chan []byte // nil data closes
+	tty    *os.File    // the pty master with a terminal
+	output sync.WaitGroup
+}
+
+func (a *guestAgent) serve() error {
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, unix.SIGCHLD)
+	go func() {
+		for range sigs {
+			a.reap()
+		}
+	}()
+	if err := a.conn.Send(TypeReady, 0, nil); err != nil {
+		return fmt.Errorf("say ready: %w", err)
+	}
+	for {
+		f, err := a.conn.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return ErrClosed
+			}
+			return fmt.Errorf("read from host: %w", err)
+		}
+		if err := a.handle(f); err != nil {
+			a.conn.SendJSON(TypeError, f.ID, Error{Message: err.Error()})
+		}
+	}
+}
+
+func (a *guestAgent) handle(f Frame) error {
+	switch f.Type {
+	case TypeSetup:
+		var s Setup
+		if err := f.Decode(&s); err != nil {
+			return err
+		}
+		if err := a.setup(s); err != nil {
+			return fmt.Errorf("set up the container: %w", err)
+		}
+		go a.watchPorts()
+		return a.conn.Send(TypeSetUp, 0, nil)
+	case TypeStart:
+		var p Process
+		if err := f.Decode(&p); err != nil {
+			return err
+		}
+		return a.start(f.ID, p)
+	case TypeStdin, TypeClose:
+		if p := a.proc(f.ID); p != nil && p.stdin != nil {
+			if f.Type == TypeClose {
+				p.stdin <- nil
+			} else {
+				p.stdin <- f.Payload
+			}
+		}
+	case TypeSignal:
+		var s Signal
+		if err := f.Decode(&s); err != nil {
+			return err
+		}
+		return a.signal(f.ID, s)
+	case TypeResize:
+		var s Size
+		if err := f.Decode(&s); err != nil {
+			return err
+		}
+		if p := a.proc(f.ID); p != nil && p.tty != nil {
+			return unix.IoctlSetWinsize(int(p.tty.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: s.Rows, Col: s.Cols})
+		}
+	default:
+		return fmt.Errorf("unknown frame type %d", f.Type)
+	}
+	return nil
+}
+
+func (a *guestAgent) proc(id uint32) *proc {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.procs[id]
+}
+
+func (a *guestAgent) signal(id uint32, s Signal) error {
+	if s.All {
+		// From PID 1, pid -1 is every process but this one: the container
+		// is everything in the guest but the agent.
+		return unix.Kill(-1, unix.Signal(s.Signal))
+	}
+	p := a.proc(id)
+	if p == nil || p.pid == 0 {
+		return fmt.Errorf("process %d is not running", id)
+	}
+	return unix.Kill(p.pid, unix.Signal(s.Signal))
+}
+
+// reap collects every exited child: as PID 1 the agent also inherits the
+// container's orphans.
+func (a *guestAgent) reap() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return
+		}
+		a.mu.Lock()
+		p := a.byPid[pid]
+		if p == nil {
+			a.orphans[pid] = ws
+		}
+		a.mu.Unlock()
+		if p != nil {
+			go a.exited(p, ws)
+		}
+	}
+}
+
+// exited reports p's end once its output is all sent.
+func (a *guestAgent) exited(p *proc, ws unix.WaitStatus) {
+	if p.pid == a.initPid {
+		// The container ends with its process: nothing may outlive it, and
+		// what is left would hold the output pipes open.
+		unix.Kill(-1, unix.SIGKILL)
+	}
+	drained := make(chan struct{})
+	go func() { p.output.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(2 * time.Second):
+		// A background child still holds the output open.
+	}
+	e := Exit{Code: ws.ExitStatus()}
+	if ws.Signaled() {
+		e = Exit{Signal: int(ws.Signal())}
+	}
+	a.mu.Lock()
+	delete(a.byPid, p.pid)
+	delete(a.procs, p.id)
+	a.mu.Unlock()
+	if p.stdin != nil {
+		select { // ends the stdin writer, unless it is stuck on a holder's pipe
+		case p.stdin <- nil:
+		default:
+		}
+	}
+	a.conn.SendJSON(TypeExit, p.id, e)
+}

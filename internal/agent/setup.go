@@ -1,0 +1,304 @@
+//go:build linux
+
+package agent
+
+import (
+	"bufio"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// setup assembles the container's root at RootfsMount, makes it the
+// agent's root, and configures the guest as the container asks.
+func (a *guestAgent) setup(s Setup) error {
+	var err error
+	if a.procFD, err = unix.Open("/proc", unix.O_RDONLY|unix.O_DIRECTORY, 0); err != nil {
+		return fmt.Errorf("open /proc: %w", err)
+	}
+	if s.Network.Enabled {
+		if err := configureNetwork(s.Network); err != nil {
+			return err
+		}
+	} else if lo, err := netlink.LinkByName("lo"); err == nil {
+		netlink.LinkSetUp(lo)
+	}
+	if s.Hostname != "" {
+		if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
+			return fmt.Errorf("set hostname: %w", err)
+		}
+	}
+	if err := waitFor(s.Rootfs, 10*time.Second); err != nil {
+		return err
+	}
+	os.MkdirAll(RootfsMount, 0o755)
+	if err := unix.Mount(s.Rootfs, RootfsMount, "ext4", 0, ""); err != nil {
+		return fmt.Errorf("mount the container's root %s: %w", s.Rootfs, err)
+	}
+	for _, m := range s.Mounts {
+		if err := mount(RootfsMount, m); err != nil {
+			return err
+		}
+	}
+	if err := makeDevices(RootfsMount, s.Devices); err != nil {
+		return err
+	}
+	for _, f := range s.Files {
+		p := filepath.Join(RootfsMount, f.Destination)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.Remove(p) // a symlink there (e.g. /etc/resolv.conf) must not be followed
+		if err := os.WriteFile(p, f.Data, os.FileMode(f.Mode).Perm()); err != nil {
+			return fmt.Errorf("copy %s into the container: %w", f.Destination, err)
+		}
+	}
+	for k, v := range s.Sysctl {
+		p := filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/"))
+		if err := os.WriteFile(p, []byte(v), 0); err != nil {
+			return fmt.Errorf("sysctl %s=%s: %w", k, v, err)
+		}
+	}
+	// The root of the container becomes the root of everything the agent
+	// starts, as switch_root does: move it over / and chroot into it.
+	if err := unix.Chdir(RootfsMount); err != nil {
+		return fmt.Errorf("enter the container's root: %w", err)
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move the container's root to /: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot: %w", err)
+	}
+	unix.Chdir("/")
+	if s.RootfsReadonly {
+		if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("make the root read-only: %w", err)
+		}
+	}
+	return nil
+}
+
+func waitFor(path string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not appear within %s", path, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func configureNetwork(n Network) error {
+	for _, name := range []string{"lo", "eth0"} {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("find %s: %w", name, err)
+		}
+		if name == "eth0" {
+			addr, err := netlink.ParseAddr(n.Address)
+			if err != nil {
+				return fmt.Errorf("address %q: %w", n.Address, err)
+			}
+			if err := netlink.AddrAdd(l, addr); err != nil {
+				return fmt.Errorf("add %s to eth0: %w", n.Address, err)
+			}
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return fmt.Errorf("bring %s up: %w", name, err)
+		}
+		if name == "eth0" && n.Gateway != "" {
+			if err := netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(n.Gateway)}); err != nil {
+				return fmt.Errorf("default route via %s: %w", n.Gateway, err)
+			}
+		}
+	}
+	return nil
+}
+
+// mountFlags are the OCI mount options that are flags; the others are
+// passed to the filesystem as data.
+var mountFlags = map[string]struct {
+	clear bool
+	flag  uintptr
+}{
+	"ro": {false, unix.MS_RDONLY}, "rw": {true, unix.MS_RDONLY},
+	"nosuid": {false, unix.MS_NOSUID}, "suid": {true, unix.MS_NOSUID},
+	"nodev": {false, unix.MS_NODEV}, "dev": {true, unix.MS_NODEV},
+	"noexec": {false, unix.MS_NOEXEC}, "exec": {true, unix.MS_NOEXEC},
+	"sync": {false, unix.MS_SYNCHRONOUS}, "async": {true, unix.MS_SYNCHRONOUS},
+	"noatime": {false, unix.MS_NOATIME}, "atime": {true, unix.MS_NOATIME},
+	"nodiratime": {false, unix.MS_NODIRATIME}, "diratime": {true, unix.MS_NODIRATIME},
+	"relatime": {false, unix.MS_RELATIME}, "norelatime": {true, unix.MS_RELATIME},
+	"strictatime": {false, unix.MS_STRICTATIME}, "dirsync": {false, unix.MS_DIRSYNC},
+	"mand": {false, unix.MS_MANDLOCK}, "nomand": {true, unix.MS_MANDLOCK},
+}
+
+// ignoredOptions are propagation and bind options that mean nothing for a
+// mount the guest makes itself.
+var ignoredOptions = []string{"bind", "rbind", "private", "rprivate", "shared", "rshared", "slave", "rslave",
+	"unbindable", "runbindable", "tmpcopyup", "z", "Z", "U", "idmap", "ridmap", "copy", "nocopy", "notmpcopyup"}
+
+// ParseMountOptions splits OCI mount options into mount(2) flags and data.
+func ParseMountOptions(opts []string) (flags uintptr, data string) {
+	var rest []string
+	for _, o := range opts {
+		if f, ok := mountFlags[o]; ok {
+			if f.clear {
+				flags &^= f.flag
+			} else {
+				flags |= f.flag
+			}
+			continue
+		}
+		if slices.Contains(ignoredOptions, o) {
+			continue
+		}
+		rest = append(rest, o)
+	}
+	return flags, strings.Join(rest, ",")
+}
+
+// mount makes one OCI mount under root. Bind mounts of host directories
+// cannot reach the guest (it shares no filesystem with the host): their
+// destination is an empty directory, which the host side has said.
+func mount(root string, m Mount) error {
+	dst := filepath.Join(root, m.Destination)
+	if m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind") {
+		os.MkdirAll(dst, 0o755)
+		return nil
+	}
+	flags, data := ParseMountOptions(m.Options)
+	typ := m.Type
+	switch typ {
+	case "cgroup", "cgroup2":
+		// One cgroup v2 tree for the whole guest, which is the container.
+		typ, data = "cgroup2", ""
+	case "":
+		return fmt.Errorf("mount %s: no type", m.Destination)
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return fmt.Errorf("mount %s: %w", m.Destination, err)
+	}
+	src := m.Source
+	if src == "" {
+		src = typ
+	}
+	if err := unix.Mount(src, dst, typ, flags, data); err != nil {
+		if typ == "cgroup2" || typ == "mqueue" {
+			slog.Warn("optional mount failed", "destination", m.Destination, "type", typ, "err", err)
+			return nil
+		}
+		return fmt.Errorf("mount %s (%s, %q): %w", m.Destination, typ, data, err)
+	}
+	return nil
+}
+
+// defaultDevices are the nodes every OCI container gets in /dev.
+var defaultDevices = []Device{
+	{Path: "/dev/null", Type: "c", Major: 1, Minor: 3, Mode: 0o666},
+	{Path: "/dev/zero", Type: "c", Major: 1, Minor: 5, Mode: 0o666},
+	{Path: "/dev/full", Type: "c", Major: 1, Minor: 7, Mode: 0o666},
+	{Path: "/dev/random", Type: "c", Major: 1, Minor: 8, Mode: 0o666},
+	{Path: "/dev/urandom", Type: "c", Major: 1, Minor: 9, Mode: 0o666},
+	{Path: "/dev/tty", Type: "c", Major: 5, Minor: 0, Mode: 0o666},
+}
+
+func makeDevices(root string, extra []Device) error {
+	dev := filepath.Join(root, "dev")
+	os.MkdirAll(dev, 0o755)
+	for _, d := range append(slices.Clone(defaultDevices), extra...) {
+		p := filepath.Join(root, d.Path)
+		if _, err := os.Lstat(p); err == nil {
+			continue
+		}
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		mode := d.Mode & 0o7777
+		switch d.Type {
+		case "c", "u":
+			mode |= unix.S_IFCHR
+		case "b":
+			mode |= unix.S_IFBLK
+		case "p":
+			mode |= unix.S_IFIFO
+		default:
+			return fmt.Errorf("device %s: unknown type %q", d.Path, d.Type)
+		}
+		if err := unix.Mknod(p, mode, int(unix.Mkdev(uint32(d.Major), uint32(d.Minor)))); err != nil {
+			return fmt.Errorf("create device %s: %w", d.Path, err)
+		}
+		unix.Chmod(p, d.Mode&0o7777) // the umask applied to mknod
+		unix.Chown(p, int(d.UID), int(d.GID))
+	}
+	for name, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx", "core": "/proc/kcore"} {
+		os.Symlink(target, filepath.Join(dev, name))
+	}
+	return nil
+}
+
+// watchPorts reports the TCP ports the container listens on, so the host
+// can forward to them: a container engine publishes a port to the
+// container's network namespace, where the VM's network lives.
+func (a *guestAgent) watchPorts() {
+	var last []int
+	for {
+		ports := a.listening()
+		if !slices.Equal(ports, last) {
+			if a.conn.SendJSON(TypePorts, 0, Ports{TCP: ports}) != nil {
+				return
+			}
+			last = ports
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func (a *guestAgent) listening() []int {
+	var ports []int
+	for _, table := range []string{"net/tcp", "net/tcp6"} {
+		fd, err := unix.Openat(a.procFD, table, unix.O_RDONLY, 0)
+		if err != nil {
+			continue
+		}
+		f := os.NewFile(uintptr(fd), table)
+		ports = append(ports, ListeningPorts(bufio.NewScanner(f))...)
+		f.Close()
+	}
+	slices.Sort(ports)
+	return slices.Compact(ports)
+}
+
+// ListeningPorts reads a /proc/net/tcp table and returns the ports in
+// LISTEN state reachable from outside the guest (not loopback-only).
+func ListeningPorts(s *bufio.Scanner) []int {
+	var ports []int
+	for s.Scan() {
+		f := strings.Fields(s.Text())
+		if len(f) < 4 || f[3] != "0A" {
+			continue
+		}
+		addr, port, ok := strings.Cut(f[1], ":")
+		if !ok {
+			continue
+		}
+		// 127.0.0.0/8 (little-endian hex ending in 7F) and ::1.
+		if (len(addr) == 8 && strings.HasSuffix(addr, "7F")) || addr == "00000000000000000000000001000000" {
+			continue
+		}
+		if n, err := strconv.ParseUint(port, 16, 16); err == nil {
+			ports = append(ports, int(n))
+		}
+	}
+	return ports
+}

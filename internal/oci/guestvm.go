@@ -1,0 +1,174 @@
+package oci
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hutch-vm/hutch/internal/guest"
+)
+
+// AgentBinary is the guest init hutch-runtime boots; it is looked for next
+// to hutch-runtime first, then in PATH.
+const AgentBinary = "hutch-agent"
+
+// agentModules are what the agent loads: the PCI transport, the rootfs
+// disk, the NIC and the virtio-serial port it talks on. Built-in or absent
+// ones are skipped (ext4 is built into Debian's kernels).
+var agentModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "ext4"}
+
+// Guest is the kernel and initramfs a container's VM boots.
+type Guest struct {
+	Kernel, Initrd, Release string
+}
+
+// guestVersion changes when the initramfs layout changes, so older cached
+// images are not reused.
+const guestVersion = "1"
+
+// findAgent locates hutch-agent.
+func findAgent() (string, error) {
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), AgentBinary)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath(AgentBinary); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("%s not found next to hutch-runtime or in PATH: install it beside hutch-runtime (make build builds both)", AgentBinary)
+}
+
+// BuildGuest returns the host's newest kernel and an initramfs with
+// hutch-agent as /init and the modules it needs, built once per kernel
+// and agent into cacheDir.
+func BuildGuest(cacheDir, bootDir, modulesRoot string) (Guest, error) {
+	kernel, release, err := guest.FindHostKernel(bootDir, modulesRoot)
+	if err != nil {
+		return Guest{}, err
+	}
+	agentPath, err := findAgent()
+	if err != nil {
+		return Guest{}, err
+	}
+	agent, err := os.ReadFile(agentPath)
+	if err != nil {
+		return Guest{}, fmt.Errorf("read %s: %w", agentPath, err)
+	}
+	h := sha256.New()
+	h.Write(agent)
+	fmt.Fprintf(h, "\x00%s\x00%s\x00%v", guestVersion, release, agentModules)
+	g := Guest{Kernel: kernel, Release: release,
+		Initrd: filepath.Join(cacheDir, "agent-"+hex.EncodeToString(h.Sum(nil))[:16]+".initrd.gz")}
+	if _, err := os.Stat(g.Initrd); err == nil {
+		return g, nil
+	}
+	modDir := filepath.Join(modulesRoot, release)
+	var mods []string
+	for _, m := range agentModules {
+		if _, err := guest.ResolveModules(modDir, []string{m}); err == nil {
+			mods = append(mods, m)
+		}
+	}
+	var buf bytes.Buffer
+	if err := (guest.Initramfs{ModDir: modDir, Modules: mods, Init: agent}).Write(&buf); err != nil {
+		return Guest{}, fmt.Errorf("build the guest initramfs: %w", err)
+	}
+	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+		return Guest{}, fmt.Errorf("create %s: %w", cacheDir, err)
+	}
+	tmp, err := os.CreateTemp(cacheDir, ".initrd-")
+	if err != nil {
+		return Guest{}, fmt.Errorf("write the guest initramfs: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, werr := tmp.Write(buf.Bytes())
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return Guest{}, fmt.Errorf("write the guest initramfs: %w", werr)
+	}
+	if err := os.Rename(tmp.Name(), g.Initrd); err != nil {
+		return Guest{}, fmt.Errorf("write the guest initramfs: %w", err)
+	}
+	return g, nil
+}
+
+// BuildRootfs writes an ext4 image of dir to image with mke2fs -d, which
+// needs no privilege and no loop device, keeping owners and modes as they
+// are on the host (in a rootless engine's user namespace, as the
+// container sees them). The image is the container's own: the guest's
+// writes stay in it and never reach dir.
+func BuildRootfs(dir, image string) error {
+	size, err := treeSize(dir)
+	if err != nil {
+		return fmt.Errorf("measure rootfs %s: %w", dir, err)
+	}
+	// Room for metadata and for the container to write; the file is
+	// sparse, so unused space costs nothing.
+	size = size + size/2 + 512<<20
+	f, err := os.OpenFile(image, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create rootfs image: %w", err)
+	}
+	terr := f.Truncate(size)
+	if cerr := f.Close(); terr == nil {
+		terr = cerr
+	}
+	if terr != nil {
+		return fmt.Errorf("size rootfs image: %w", terr)
+	}
+	out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-O", "^has_journal", "-m", "0",
+		"-E", "no_copy_xattrs", "-L", "rootfs", "-d", dir, image).CombinedOutput()
+	if err != nil {
+		if _, lerr := exec.LookPath("mke2fs"); lerr != nil {
+			return fmt.Errorf("mke2fs is needed to give the container's root to its VM: install e2fsprogs")
+		}
+		return fmt.Errorf("mke2fs -d %s: %v: %s", dir, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+func treeSize(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if fi, err := d.Info(); err == nil {
+			total += fi.Size() + 4096
+		}
+		return nil
+	})
+	return total, err
+}
+
+// machineSize is the VM's memory and CPUs: the container's limits where
+// the configuration sets them, with a floor the guest kernel needs.
+func machineSize(s *specs.Spec) (memMiB, cpus int) {
+	memMiB, cpus = 256, 1
+	if s.Linux == nil || s.Linux.Resources == nil {
+		return
+	}
+	r := s.Linux.Resources
+	if r.Memory != nil && r.Memory.Limit != nil && *r.Memory.Limit > 0 {
+		memMiB = max(int(*r.Memory.Limit>>20), 128)
+	}
+	if r.CPU != nil && r.CPU.Quota != nil && r.CPU.Period != nil && *r.CPU.Quota > 0 && *r.CPU.Period > 0 {
+		cpus = int((uint64(*r.CPU.Quota) + *r.CPU.Period - 1) / *r.CPU.Period)
+		cpus = min(max(cpus, 1), 255)
+	}
+	return
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

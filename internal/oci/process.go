@@ -1,0 +1,120 @@
+package oci
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hutch-vm/hutch/internal/agent"
+)
+
+// maxCopiedFile bounds a bind-mounted host file copied into the guest:
+// the copy travels in one agent frame.
+const maxCopiedFile = 256 << 10
+
+// ProcessOf is an OCI process as the agent runs it.
+func ProcessOf(p *specs.Process) agent.Process {
+	out := agent.Process{Args: p.Args, Env: p.Env, Cwd: p.Cwd, UID: p.User.UID, GID: p.User.GID,
+		AdditionalGids: p.User.AdditionalGids, Terminal: p.Terminal, NoNewPrivs: p.NoNewPrivileges, Umask: p.User.Umask}
+	if p.ConsoleSize != nil {
+		out.Rows, out.Cols = uint16(p.ConsoleSize.Height), uint16(p.ConsoleSize.Width)
+	}
+	for _, r := range p.Rlimits {
+		out.Rlimits = append(out.Rlimits, agent.Rlimit{Type: r.Type, Hard: r.Hard, Soft: r.Soft})
+	}
+	return out
+}
+
+// hasNetNamespace reports whether the container has a network namespace
+// of its own, which the shim then lives in.
+func hasNetNamespace(s *specs.Spec) bool {
+	if s.Linux == nil {
+		return false
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return true
+		}
+	}
+	return false
+}
+
+// netNamespacePath is the namespace to join; "" with own=true means a new
+// one.
+func netNamespacePath(s *specs.Spec) (path string, own bool) {
+	if s.Linux == nil {
+		return "", false
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return ns.Path, true
+		}
+	}
+	return "", false
+}
+
+// setup is what the agent needs from the configuration. Bind mounts of
+// host files (an engine's resolv.conf, hosts, hostname) are copied in:
+// the guest shares no filesystem with the host. Bind mounts of
+// directories become empty directories, said in the shim's log.
+func (s *shim) setup() (agent.Setup, error) {
+	spec := s.bundle.Spec
+	out := agent.Setup{Hostname: spec.Hostname, Rootfs: "/dev/vda",
+		Network: agent.Network{Enabled: true, Address: guestAddress, Gateway: guestGateway, DNS: guestDNS}}
+	if spec.Root != nil {
+		out.RootfsReadonly = spec.Root.Readonly
+	}
+	for _, m := range spec.Mounts {
+		if isBind(m) {
+			fi, err := os.Stat(m.Source)
+			if err != nil {
+				return out, fmt.Errorf("bind mount %s: %w", m.Source, err)
+			}
+			if fi.Mode().IsRegular() {
+				if fi.Size() > maxCopiedFile {
+					return out, fmt.Errorf("bind mount of %s: files over %d KiB cannot be copied into the VM", m.Source, maxCopiedFile>>10)
+				}
+				data, err := os.ReadFile(m.Source)
+				if err != nil {
+					return out, fmt.Errorf("bind mount %s: %w", m.Source, err)
+				}
+				out.Files = append(out.Files, agent.File{Destination: m.Destination, Mode: uint32(fi.Mode().Perm()), Data: data})
+				continue
+			}
+			slog.Warn("a bind-mounted directory is not shared with the VM: the container sees it empty",
+				"source", m.Source, "destination", m.Destination)
+		}
+		out.Mounts = append(out.Mounts, agent.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
+	}
+	if spec.Linux != nil {
+		out.Sysctl = spec.Linux.Sysctl
+		for _, d := range spec.Linux.Devices {
+			dev := agent.Device{Path: d.Path, Type: d.Type, Major: d.Major, Minor: d.Minor, Mode: 0o666}
+			if d.FileMode != nil {
+				dev.Mode = uint32(d.FileMode.Perm())
+			}
+			if d.UID != nil {
+				dev.UID = *d.UID
+			}
+			if d.GID != nil {
+				dev.GID = *d.GID
+			}
+			out.Devices = append(out.Devices, dev)
+		}
+	}
+	return out, nil
+}
+
+func isBind(m specs.Mount) bool {
+	if m.Type == "bind" {
+		return true
+	}
+	for _, o := range m.Options {
+		if o == "bind" || o == "rbind" {
+			return true
+		}
+	}
+	return false
+}

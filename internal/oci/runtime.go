@@ -1,0 +1,306 @@
+package oci
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hutch-vm/hutch/internal/config"
+	"github.com/hutch-vm/hutch/internal/store"
+)
+
+// CreateOptions are runc create's.
+type CreateOptions struct {
+	ID, Bundle, PidFile, ConsoleSocket string
+	Stdin, Stdout, Stderr             *os.File
+}
+
+// ErrExists is runc's answer for a taken id.
+var ErrExists = errors.New("container with given ID already exists")
+
+// Create makes a container: its rootfs image, its shim and its booted VM,
+// with the process not yet started. On failure nothing of it is left.
+// The shim is returned so that run can wait for it.
+func (r Runtime) Create(o CreateOptions) (*exec.Cmd, error) {
+	if err := CheckID(o.ID); err != nil {
+		return nil, err
+	}
+	b, err := LoadBundle(o.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := config.RootlessAnnotation(b.Spec.Annotations); err != nil {
+		return nil, err
+	}
+	if b.Spec.Process.Terminal && o.ConsoleSocket == "" {
+		return nil, errors.New("cannot allocate tty if runc will detach without setting console socket")
+	}
+	if err := os.MkdirAll(r.Root, 0o700); err != nil {
+		return nil, fmt.Errorf("create runtime root %s: %w", r.Root, err)
+	}
+	p := r.paths(o.ID)
+	if err := os.Mkdir(p.Dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, ErrExists
+		}
+		return nil, fmt.Errorf("create container dir: %w", err)
+	}
+	var shim *exec.Cmd
+	ok := false
+	defer func() {
+		if ok {
+			return
+		}
+		if shim != nil && shim.Process != nil {
+			shim.Process.Kill()
+			shim.Wait()
+		}
+		os.RemoveAll(p.Dir)
+	}()
+	rec := Record{ID: o.ID, Bundle: b.Dir, Rootfs: b.Rootfs, Created: time.Now().UTC(), Annotations: b.Spec.Annotations}
+	if err := store.WriteJSON(p.State(), rec); err != nil {
+		return nil, err
+	}
+	if err := BuildRootfs(b.Rootfs, p.Rootfs()); err != nil {
+		return nil, err
+	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("create: %w", err)
+	}
+	defer readyR.Close()
+	if shim, err = r.shimCommand(o, b.Spec); err != nil {
+		readyW.Close()
+		return nil, err
+	}
+	shim.ExtraFiles = []*os.File{readyW}
+	err = shim.Start()
+	readyW.Close()
+	if err != nil {
+		return nil, fmt.Errorf("start the container's shim: %w", err)
+	}
+	proc, err := store.ProcOf(shim.Process.Pid)
+	if err != nil {
+		return nil, fmt.Errorf("start the container's shim: %w", err)
+	}
+	if err := r.update(o.ID, func(rec *Record) { rec.Shim = proc }); err != nil {
+		return nil, err
+	}
+	msg, _ := io.ReadAll(readyR)
+	if string(bytes.TrimSpace(msg)) != "ok" {
+		if len(msg) == 0 {
+			msg = []byte("the shim exited before the container was created; see " + p.ShimLog())
+		}
+		return nil, errors.New(string(bytes.TrimSpace(msg)))
+	}
+	if o.PidFile != "" {
+		if err := writePidFile(o.PidFile, shim.Process.Pid); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	return shim, nil
+}
+
+// shimCommand starts the shim in the container's network namespace: a new
+// one when the configuration asks for one without a path, the one named
+// otherwise (entered by nsenter before the shim's first instruction, so
+// every thread of it is there).
+func (r Runtime) shimCommand(o CreateOptions, s *specs.Spec) (*exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find the hutch-runtime executable: %w", err)
+	}
+	args := []string{self, ShimCommand, "--root", r.Root, "--console-socket", o.ConsoleSocket, o.ID}
+	cmd := &exec.Cmd{Path: self, Args: args, Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr,
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true}}
+	if path, own := netNamespacePath(s); own && path == "" {
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNET
+	} else if own {
+		nsenter, err := exec.LookPath("nsenter")
+		if err != nil {
+			return nil, errors.New("nsenter is needed to enter the container's network namespace: install util-linux")
+		}
+		cmd.Path, cmd.Args = nsenter, append([]string{nsenter, "--net=" + path, "--"}, args...)
+	}
+	return cmd, nil
+}
+
+func writePidFile(path string, pid int) error {
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)), 0o644); err != nil {
+		return fmt.Errorf("write pid file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write pid file: %w", err)
+	}
+	return nil
+}
+
+// Start runs the created container's process.
+func (r Runtime) Start(id string) error {
+	rec, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	switch rec.Status() {
+	case specs.StateStopped:
+		return errors.New("cannot start a container that has stopped")
+	case specs.StateRunning:
+		return errors.New("cannot start an already running container")
+	}
+	rep, err := r.ask(id, request{Op: "start"})
+	if err != nil {
+		return err
+	}
+	if rep.Error != "" {
+		return errors.New(rep.Error)
+	}
+	return nil
+}
+
+// ErrNotRunning is runc's answer when a signal has no process to go to.
+var ErrNotRunning = errors.New("container not running")
+
+// Kill sends sig to the container's process, or with all to every process
+// of the container. SIGKILL goes to the shim itself: that cannot be
+// caught, and takes the VM with it, as it would take a runc container's
+// init.
+func (r Runtime) Kill(id string, sig syscall.Signal, all bool) error {
+	rec, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	if rec.Status() == specs.StateStopped {
+		return ErrNotRunning
+	}
+	if sig == syscall.SIGKILL || !rec.Started {
+		return rec.Shim.Signal(sig)
+	}
+	if all {
+		rep, err := r.ask(id, request{Op: "kill", Signal: int(sig), All: true})
+		if err != nil {
+			return err
+		}
+		if rep.Error != "" {
+			return errors.New(rep.Error)
+		}
+		return nil
+	}
+	return rec.Shim.Signal(sig)
+}
+
+// Delete removes a stopped (or, with force, any) container; a created one
+// is killed first, as runc does.
+func (r Runtime) Delete(id string, force bool) error {
+	rec, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	status := rec.Status()
+	if status == specs.StateRunning && !force {
+		return fmt.Errorf("cannot delete container %s that is not stopped: %s", id, status)
+	}
+	if status != specs.StateStopped {
+		rec.Shim.Signal(syscall.SIGKILL)
+		for deadline := time.Now().Add(10 * time.Second); rec.Shim.Alive(); {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("container %s: its shim (pid %d) did not die", id, rec.Shim.Pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if rec.Lease != "" {
+		if l, err := ledger(); err == nil {
+			l.Release(rec.Lease)
+		}
+	}
+	if err := os.RemoveAll(r.paths(id).Dir); err != nil {
+		return fmt.Errorf("delete container %s: %w", id, err)
+	}
+	return nil
+}
+
+// State is runc state's answer.
+func (r Runtime) State(id string) (any, error) {
+	rec, err := r.load(id)
+	if err != nil {
+		return nil, err
+	}
+	return rec.State(), nil
+}
+
+// List is every container under the root.
+func (r Runtime) List() ([]Record, error) {
+	ents, err := os.ReadDir(r.Root)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var out []Record
+	for _, e := range ents {
+		if !e.IsDir() || CheckID(e.Name()) != nil || e.Name()[0] == '.' {
+			continue
+		}
+		if rec, err := r.load(e.Name()); err == nil {
+			out = append(out, rec)
+		}
+	}
+	return out, nil
+}
+
+// Process is the container's own process, the base of an exec given only
+// a command.
+func (r Runtime) Process(id string) (*specs.Process, error) {
+	rec, err := r.load(id)
+	if err != nil {
+		return nil, err
+	}
+	b, err := LoadBundle(rec.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	return b.Spec.Process, nil
+}
+
+// Features is runc features' answer for a VM runtime: what the guest
+// agent implements.
+func Features() any {
+	yes := true
+	return struct {
+		OCIVersionMin string   `json:"ociVersionMin"`
+		OCIVersionMax string   `json:"ociVersionMax"`
+		Hooks         []string `json:"hooks"`
+		MountOptions  []string `json:"mountOptions"`
+		Linux         any      `json:"linux"`
+		Annotations   any      `json:"annotations"`
+	}{
+		OCIVersionMin: "1.0.0", OCIVersionMax: specs.Version, Hooks: []string{},
+		MountOptions: []string{"ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async",
+			"noatime", "atime", "nodiratime", "diratime", "relatime", "norelatime", "strictatime", "dirsync", "mand", "nomand", "bind", "rbind"},
+		Linux: map[string]any{
+			"namespaces": []string{"network", "mount", "pid", "ipc", "uts", "user", "cgroup"},
+			"mountExtensions": map[string]any{"idmap": map[string]any{"enabled": false}},
+			"selinux":  map[string]any{"enabled": false},
+			"apparmor": map[string]any{"enabled": false},
+			"seccomp":  map[string]any{"enabled": false},
+			"cgroup":   map[string]any{"v1": &yes, "v2": &yes, "systemd": false},
+		},
+		Annotations: map[string]string{
+			"io.katacontainers.config.hypervisor.rootless": "true: accepted; every VMM of hutch-runtime is unprivileged",
+			"org.hutch.vm":                                 "each container runs in its own VM",
+		},
+	}
+}

@@ -1,0 +1,581 @@
+package oci
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
+
+	"github.com/hutch-vm/hutch/internal/agent"
+	"github.com/hutch-vm/hutch/internal/console"
+	"github.com/hutch-vm/hutch/internal/qemu"
+	"github.com/hutch-vm/hutch/internal/store"
+)
+
+// ShimCommand is hutch-runtime's hidden verb for a container's shim.
+const ShimCommand = "_shim"
+
+// bootTimeout bounds the wait for the agent: a guest under TCG on a busy
+// host is slow, one that never says hello is broken.
+const bootTimeout = 90 * time.Second
+
+// shim is the host process of one container: engines see its pid as the
+// container's. It owns the VMM, relays the container's stdio and signals
+// through the agent, and exits with the container's status.
+type shim struct {
+	rt     Runtime
+	id     string
+	paths  store.Container
+	bundle *Bundle
+	log    *os.File
+	conn   *agent.Conn
+	vm     *vm
+
+	mu      sync.Mutex
+	procs   map[uint32]*hostProc
+	nextID  uint32
+	ports   map[int]bool
+	started bool
+	exit    chan agent.Exit // the container's process ended
+}
+
+// hostProc is the host side of one container process: where its output
+// goes, and who waits for it to start and end.
+type hostProc struct {
+	in           *os.File // nil: no stdin
+	out, errw    *os.File
+	tty          bool
+	started      chan error
+	exited       chan agent.Exit
+	closeOnExit  []*os.File
+	startedOnce  sync.Once
+	exitedReport sync.Once
+}
+
+// RunShim is the shim's main. ready receives "ok" once the container is
+// created, or the error that stopped it. The returned code is the
+// container's exit status.
+func RunShim(root, id, consoleSocket string, ready *os.File) int {
+	rt := Runtime{Root: root}
+	s := &shim{rt: rt, id: id, paths: rt.paths(id), procs: map[uint32]*hostProc{}, nextID: 1,
+		ports: map[int]bool{}, exit: make(chan agent.Exit, 1)}
+	log, err := os.OpenFile(s.paths.ShimLog(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		fmt.Fprintf(ready, "open shim log: %v\n", err)
+		return 1
+	}
+	s.log = log
+	slog.SetDefault(slog.New(slog.NewTextHandler(log, nil)))
+	code, err := s.run(consoleSocket, ready)
+	if err != nil {
+		slog.Error("shim", "err", err)
+		if ready != nil {
+			fmt.Fprintln(ready, err)
+		}
+	}
+	return code
+}
+
+// ignored are signals the shim keeps for itself.
+var ignored = map[os.Signal]bool{unix.SIGCHLD: true, unix.SIGURG: true, unix.SIGPIPE: true, unix.SIGWINCH: true}
+
+func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
+	rec, err := s.rt.load(s.id)
+	if err != nil {
+		return 1, err
+	}
+	if s.bundle, err = LoadBundle(rec.Bundle); err != nil {
+		return 1, err
+	}
+	spec := s.bundle.Spec
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs)
+
+	init := &hostProc{in: os.Stdin, out: os.Stdout, errw: os.Stderr, started: make(chan error, 1), exited: make(chan agent.Exit, 1)}
+	if spec.Process.Terminal {
+		if init, err = ttyProc(consoleSocket); err != nil {
+			return 1, err
+		}
+	}
+	s.procs[0] = init
+
+	g, err := BuildGuest(store.RuntimeCache(s.rt.Root), "/boot", "/lib/modules")
+	if err != nil {
+		return 1, err
+	}
+	if hasNetNamespace(spec) && os.Geteuid() == 0 {
+		// Published ports reach the guest through QEMU listening in this
+		// namespace, as an unprivileged VMM: let it bind low ports here,
+		// and only here.
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte("0"), 0); err != nil {
+			slog.Warn("low ports stay privileged in the container's namespace", "err", err)
+		}
+	}
+	if s.vm, err = s.bootVM(g, true); err != nil {
+		return 1, err
+	}
+	defer s.vm.kill()
+	if s.vm.notice != "" {
+		slog.Info(s.vm.notice)
+	}
+	go s.copyConsole()
+	if err := s.rt.update(s.id, func(r *Record) {
+		r.VMM, r.VMMPid, r.Lease = s.vm.user, s.vm.cmd.Process.Pid, s.vm.lease
+	}); err != nil {
+		return 1, err
+	}
+	s.conn = agent.NewConn(s.vm.agent)
+	frames := make(chan agent.Frame, 64)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			f, err := s.conn.Recv()
+			if err != nil {
+				recvErr <- err
+				close(frames)
+				return
+			}
+			frames <- f
+		}
+	}()
+	if err := s.handshake(frames, recvErr); err != nil {
+		return 1, err
+	}
+	l, err := s.listen()
+	if err != nil {
+		return 1, err
+	}
+	defer l.Close()
+	go s.serve(l)
+	go s.dispatch(frames)
+
+	fmt.Fprintln(ready, "ok")
+	ready.Close()
+
+	var vmmDone <-chan error = s.vm.exited
+	for {
+		select {
+		case e := <-s.exit:
+			return s.finish(e.Status()), nil
+		case err := <-vmmDone:
+			// The guest went away without reporting an exit.
+			slog.Error("the VMM exited", "err", err)
+			vmmDone = nil
+			go func() { time.Sleep(time.Second); s.exit <- agent.Exit{Code: 255} }()
+		case sig := <-sigs:
+			if sig == unix.SIGWINCH && init.tty {
+				s.sendSize(0, init.in)
+				continue
+			}
+			if ignored[sig] {
+				continue
+			}
+			s.mu.Lock()
+			started := s.started
+			s.mu.Unlock()
+			n := int(sig.(syscall.Signal))
+			if !started {
+				// Nothing runs yet: the container ends as its process would.
+				return s.finish(128 + n), nil
+			}
+			s.conn.SendJSON(agent.TypeSignal, 0, agent.Signal{Signal: n})
+		}
+	}
+}
+
+// handshake waits for the agent and sets the container up.
+func (s *shim) handshake(frames <-chan agent.Frame, recvErr <-chan error) error {
+	timeout := time.After(bootTimeout)
+	wait := func(want agent.Type) error {
+		for {
+			select {
+			case f, ok := <-frames:
+				if !ok {
+					return fmt.Errorf("the guest closed its channel while booting: %v (see %s)", <-recvErr, s.paths.Console())
+				}
+				switch f.Type {
+				case want:
+					return nil
+				case agent.TypeError:
+					var e agent.Error
+					f.Decode(&e)
+					return errors.New(e.Message)
+				}
+			case err := <-s.vm.exited:
+				return fmt.Errorf("the VMM exited while booting: %v (see %s)", err, s.paths.ShimLog())
+			case <-timeout:
+				return fmt.Errorf("the guest did not start its agent within %s (see %s)", bootTimeout, s.paths.Console())
+			}
+		}
+	}
+	if err := wait(agent.TypeReady); err != nil {
+		return err
+	}
+	setup, err := s.setup()
+	if err != nil {
+		return err
+	}
+	if err := s.conn.SendJSON(agent.TypeSetup, 0, setup); err != nil {
+		return fmt.Errorf("send setup: %w", err)
+	}
+	return wait(agent.TypeSetUp)
+}
+
+// dispatch routes the agent's frames to the processes they concern.
+func (s *shim) dispatch(frames <-chan agent.Frame) {
+	for f := range frames {
+		s.mu.Lock()
+		p := s.procs[f.ID]
+		s.mu.Unlock()
+		switch f.Type {
+		case agent.TypePorts:
+			var ports agent.Ports
+			if f.Decode(&ports) == nil {
+				s.forward(ports.TCP)
+			}
+			continue
+		}
+		if p == nil {
+			continue
+		}
+		switch f.Type {
+		case agent.TypeStarted:
+			p.startedOnce.Do(func() { p.started <- nil })
+		case agent.TypeError:
+			var e agent.Error
+			f.Decode(&e)
+			p.startedOnce.Do(func() { p.started <- errors.New(e.Message) })
+		case agent.TypeStdout:
+			p.out.Write(f.Payload)
+		case agent.TypeStderr:
+			p.errw.Write(f.Payload)
+		case agent.TypeExit:
+			var e agent.Exit
+			f.Decode(&e)
+			p.exitedReport.Do(func() { p.exited <- e })
+			if f.ID == 0 {
+				s.exit <- e
+			} else {
+				s.mu.Lock()
+				delete(s.procs, f.ID)
+				s.mu.Unlock()
+			}
+		}
+	}
+}
+
+// startProc asks the agent to run proc as id and relays its stdin.
+func (s *shim) startProc(id uint32, p *hostProc, proc agent.Process) error {
+	if p.tty && p.in != nil {
+		if ws, err := unix.IoctlGetWinsize(int(p.in.Fd()), unix.TIOCGWINSZ); err == nil {
+			proc.Rows, proc.Cols = ws.Row, ws.Col
+		}
+	}
+	if err := s.conn.SendJSON(agent.TypeStart, id, proc); err != nil {
+		return fmt.Errorf("ask the guest to start the process: %w", err)
+	}
+	if err := <-p.started; err != nil {
+		return err
+	}
+	if p.in != nil {
+		go func() {
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := p.in.Read(buf)
+				if n > 0 {
+					s.conn.Send(agent.TypeStdin, id, buf[:n])
+				}
+				if err != nil {
+					if !p.tty {
+						s.conn.Send(agent.TypeClose, id, nil)
+					}
+					return
+				}
+			}
+		}()
+	}
+	return nil
+}
+
+func (s *shim) sendSize(id uint32, tty *os.File) {
+	if ws, err := unix.IoctlGetWinsize(int(tty.Fd()), unix.TIOCGWINSZ); err == nil {
+		s.conn.SendJSON(agent.TypeResize, id, agent.Size{Rows: ws.Row, Cols: ws.Col})
+	}
+}
+
+// forward makes the ports the container listens on reachable in the
+// network namespace the VM lives in, where the engine publishes them.
+func (s *shim) forward(ports []int) {
+	want := map[int]bool{}
+	for _, p := range ports {
+		want[p] = true
+	}
+	q, err := qemu.DialQMP(s.vm.qmpPath, 5*time.Second)
+	if err != nil {
+		slog.Warn("forward ports", "err", err)
+		return
+	}
+	defer q.Close()
+	for p := range want {
+		if s.ports[p] {
+			continue
+		}
+		out, err := q.HumanCommand(fmt.Sprintf("hostfwd_add n0 tcp::%d-:%d", p, p))
+		if err != nil || out != "" {
+			slog.Warn("forward port", "port", p, "err", err, "qemu", out)
+			continue
+		}
+		s.ports[p] = true
+		slog.Info("forwarding", "port", p)
+	}
+	for p := range s.ports {
+		if !want[p] {
+			q.HumanCommand(fmt.Sprintf("hostfwd_remove n0 tcp::%d", p))
+			delete(s.ports, p)
+		}
+	}
+}
+
+// copyConsole keeps the guest's serial console, for when it fails to boot.
+func (s *shim) copyConsole() {
+	f, err := os.OpenFile(s.paths.Console(), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		io.Copy(io.Discard, s.vm.serial)
+		return
+	}
+	defer f.Close()
+	// A guest that floods its console must not fill the disk.
+	io.Copy(f, io.LimitReader(s.vm.serial, 1<<20))
+	io.Copy(io.Discard, s.vm.serial)
+}
+
+// finish records the container's end; its status becomes the shim's.
+func (s *shim) finish(status int) int {
+	s.rt.update(s.id, func(r *Record) { r.Exit = &status })
+	return status
+}
+
+// ttyProc opens the container's terminal: the master goes to the engine
+// through the console socket, the shim keeps the slave as its controlling
+// terminal (so it hears SIGWINCH) and relays it raw: the line discipline
+// that matters is the guest's.
+func ttyProc(consoleSocket string) (*hostProc, error) {
+	if consoleSocket == "" {
+		return nil, errors.New("process.terminal is set but no --console-socket was given")
+	}
+	master, slave, err := console.OpenPty("/dev/ptmx")
+	if err != nil {
+		return nil, fmt.Errorf("open a terminal: %w", err)
+	}
+	defer master.Close()
+	if err := sendFD(consoleSocket, master); err != nil {
+		slave.Close()
+		return nil, err
+	}
+	unix.IoctlSetInt(int(slave.Fd()), unix.TIOCSCTTY, 0)
+	term.MakeRaw(int(slave.Fd()))
+	return &hostProc{in: slave, out: slave, errw: slave, tty: true, started: make(chan error, 1), exited: make(chan agent.Exit, 1)}, nil
+}
+
+// sendFD passes f over the unix socket at path, as runc passes a
+// terminal's master to --console-socket.
+func sendFD(path string, f *os.File) error {
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("connect to console socket %s: %w", path, err)
+	}
+	defer c.Close()
+	if _, _, err := c.WriteMsgUnix([]byte(f.Name()), unix.UnixRights(int(f.Fd())), nil); err != nil {
+		return fmt.Errorf("send the terminal to %s: %w", path, err)
+	}
+	return nil
+}
+
+// request is one message on the shim's socket.
+type request struct {
+	Op      string         `json:"op"` // start, exec, kill, signal, resize
+	Process *agent.Process `json:"process,omitempty"`
+	Signal  int            `json:"signal,omitempty"`
+	All     bool           `json:"all,omitempty"`
+}
+
+// reply answers a request; an exec gets a second one when its process ends.
+type reply struct {
+	Error  string `json:"error,omitempty"`
+	Pid    int    `json:"pid,omitempty"`
+	Exit   *int   `json:"exit,omitempty"`
+	Status string `json:"status,omitempty"`
+}
+
+func (s *shim) listen() (*net.UnixListener, error) {
+	os.Remove(s.paths.Shim())
+	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: s.paths.Shim(), Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", s.paths.Shim(), err)
+	}
+	return l, nil
+}
+
+func (s *shim) serve(l *net.UnixListener) {
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			return
+		}
+		go s.handle(c)
+	}
+}
+
+func (s *shim) handle(c *net.UnixConn) {
+	defer c.Close()
+	buf, oob := make([]byte, 1<<16), make([]byte, unix.CmsgSpace(3*4))
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return
+	}
+	files := receivedFiles(oob[:oobn])
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	var req request
+	if err := json.Unmarshal(buf[:n], &req); err != nil {
+		send(c, reply{Error: "bad request: " + err.Error()})
+		return
+	}
+	switch req.Op {
+	case "start":
+		send(c, s.start())
+	case "kill":
+		if err := s.conn.SendJSON(agent.TypeSignal, 0, agent.Signal{Signal: req.Signal, All: req.All}); err != nil {
+			send(c, reply{Error: err.Error()})
+			return
+		}
+		send(c, reply{})
+	case "exec":
+		s.exec(c, req, files)
+		files = nil
+	default:
+		send(c, reply{Error: "unknown request " + req.Op})
+	}
+}
+
+func (s *shim) start() reply {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return reply{Error: "cannot start an already running container"}
+	}
+	s.started = true
+	s.mu.Unlock()
+	if err := s.startProc(0, s.procs[0], ProcessOf(s.bundle.Spec.Process)); err != nil {
+		return reply{Error: err.Error()}
+	}
+	if err := s.rt.update(s.id, func(r *Record) { r.Started = true }); err != nil {
+		return reply{Error: err.Error()}
+	}
+	return reply{}
+}
+
+// exec runs one more process in the container with the stdio it was
+// handed, and answers twice: started, then its exit status.
+func (s *shim) exec(c *net.UnixConn, req request, files []*os.File) {
+	if req.Process == nil || (len(files) != 3 && len(files) != 1) {
+		send(c, reply{Error: "exec needs a process and its stdio"})
+		closeFiles(files)
+		return
+	}
+	p := &hostProc{started: make(chan error, 1), exited: make(chan agent.Exit, 1), closeOnExit: files}
+	if len(files) == 1 {
+		p.in, p.out, p.errw, p.tty = files[0], files[0], files[0], true
+	} else {
+		p.in, p.out, p.errw = files[0], files[1], files[2]
+	}
+	s.mu.Lock()
+	if !s.started {
+		s.mu.Unlock()
+		send(c, reply{Error: "cannot exec in a stopped container"})
+		closeFiles(files)
+		return
+	}
+	id := s.nextID
+	s.nextID++
+	s.procs[id] = p
+	s.mu.Unlock()
+	if err := s.startProc(id, p, *req.Process); err != nil {
+		s.mu.Lock()
+		delete(s.procs, id)
+		s.mu.Unlock()
+		send(c, reply{Error: err.Error()})
+		closeFiles(files)
+		return
+	}
+	send(c, reply{Status: "started"})
+	// The requester may forward signals and sizes until the process ends.
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			var r request
+			if json.Unmarshal(buf[:n], &r) != nil {
+				continue
+			}
+			switch r.Op {
+			case "signal":
+				s.conn.SendJSON(agent.TypeSignal, id, agent.Signal{Signal: r.Signal})
+			case "resize":
+				if p.tty {
+					s.sendSize(id, p.in)
+				}
+			}
+		}
+	}()
+	e := <-p.exited
+	closeFiles(files)
+	status := e.Status()
+	send(c, reply{Exit: &status})
+}
+
+func send(c *net.UnixConn, r reply) {
+	b, _ := json.Marshal(r)
+	c.Write(b)
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+func receivedFiles(oob []byte) []*os.File {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var files []*os.File
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			unix.CloseOnExec(fd)
+			files = append(files, os.NewFile(uintptr(fd), "stdio"))
+		}
+	}
+	return files
+}

@@ -1,0 +1,104 @@
+package oci
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hutch-vm/hutch/internal/store"
+)
+
+// Record is what hutch-runtime keeps of a container, in state.json.
+type Record struct {
+	ID          string            `json:"id"`
+	Bundle      string            `json:"bundle"`
+	Rootfs      string            `json:"rootfs"`
+	Created     time.Time         `json:"created"`
+	Owner       string            `json:"owner"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// Shim is the process engines know as the container's pid.
+	Shim store.Proc `json:"shim"`
+	// Started is set once the container's process runs.
+	Started bool `json:"started,omitempty"`
+	// Exit is the container's exit status once it ended.
+	Exit *int `json:"exit,omitempty"`
+	// VMM is who the VMM runs as, and its pid.
+	VMM    VMMUser `json:"vmm"`
+	VMMPid int     `json:"vmmPid,omitempty"`
+	Lease  string  `json:"lease,omitempty"`
+}
+
+// ErrNotExist is runc's answer for an unknown id; engines look for
+// "does not exist" in it.
+var ErrNotExist = errors.New("container does not exist")
+
+// Runtime is hutch-runtime working on one root directory.
+type Runtime struct {
+	Root string
+}
+
+func (r Runtime) paths(id string) store.Container { return store.ContainerIn(r.Root, id) }
+
+// load reads a container's record.
+func (r Runtime) load(id string) (Record, error) {
+	if err := CheckID(id); err != nil {
+		return Record{}, err
+	}
+	var rec Record
+	if err := store.ReadJSON(r.paths(id).State(), &rec); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return Record{}, fmt.Errorf("container %s: %w", id, ErrNotExist)
+		}
+		return Record{}, fmt.Errorf("read state of %s: %w", id, err)
+	}
+	return rec, nil
+}
+
+// update changes a container's record under its lock.
+func (r Runtime) update(id string, fn func(*Record)) error {
+	p := r.paths(id)
+	l, err := store.Acquire(p.Lock())
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	rec, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	fn(&rec)
+	return store.WriteJSON(p.State(), rec)
+}
+
+// Status is runc's status of a container from its record: the shim alive
+// means created or running; gone means stopped.
+func (rec Record) Status() specs.ContainerState {
+	switch {
+	case !rec.Shim.Alive():
+		return specs.StateStopped
+	case rec.Started:
+		return specs.StateRunning
+	default:
+		return specs.StateCreated
+	}
+}
+
+// State is the runtime-spec state of a container, with runc's extra
+// fields that engines read.
+func (rec Record) State() any {
+	pid := 0
+	status := rec.Status()
+	if status != specs.StateStopped {
+		pid = rec.Shim.Pid
+	}
+	return struct {
+		specs.State
+		Rootfs  string    `json:"rootfs"`
+		Created time.Time `json:"created"`
+		Owner   string    `json:"owner"`
+	}{specs.State{Version: specs.Version, ID: rec.ID, Status: status, Pid: pid,
+		Bundle: rec.Bundle, Annotations: rec.Annotations}, rec.Rootfs, rec.Created, rec.Owner}
+}

@@ -1,0 +1,220 @@
+package oci
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hutch-vm/hutch/internal/agent"
+	"github.com/hutch-vm/hutch/internal/config"
+	"github.com/hutch-vm/hutch/internal/identity"
+	"github.com/hutch-vm/hutch/internal/launch"
+	"github.com/hutch-vm/hutch/internal/qemu"
+	"github.com/hutch-vm/hutch/internal/store"
+)
+
+// The guest's address on QEMU's user-mode network, which the host side
+// forwards published ports to.
+const (
+	guestAddress = "10.0.2.15/24"
+	guestGateway = "10.0.2.2"
+	guestDNS     = "10.0.2.3"
+	kvmDevice    = "/dev/kvm"
+)
+
+// vmmRlimits: no core dumps of guest memory, a sane descriptor count.
+var vmmRlimits = []launch.Rlimit{
+	{Resource: unix.RLIMIT_CORE, Cur: 0, Max: 0},
+	{Resource: unix.RLIMIT_NOFILE, Cur: 4096, Max: 4096},
+}
+
+// vm is a started VMM and the host ends of its channels.
+type vm struct {
+	cmd     *exec.Cmd
+	exited  chan error
+	agent   net.Conn
+	serial  net.Conn
+	qmpPath string
+	user    VMMUser
+	lease   string
+	notice  string
+}
+
+// bootVM starts the container's VMM: QEMU opens no path, everything it
+// uses is a descriptor this process opened (the rootfs image, sealed
+// copies of kernel and initrd, sockets), so its identity needs no
+// permission on any file.
+func (s *shim) bootVM(g Guest, withNet bool) (*vm, error) {
+	accel, notice := qemu.Probe(kvmDevice)
+	var kvmGroups []uint32
+	rootIsUser := launch.RootIsUser()
+	if os.Geteuid() == 0 && !rootIsUser {
+		dev, err := identity.StatDevice(kvmDevice)
+		if err != nil {
+			return nil, err
+		}
+		if kvmGroups, err = identity.VMMGroups(accel == "kvm", dev); err != nil {
+			return nil, err
+		}
+	}
+	v := &vm{user: ChooseVMMUser(os.Geteuid(), rootIsUser, s.bundle.Spec.Process.User, kvmGroups), notice: notice}
+	if v.user.Kind == KindLease {
+		l, err := ledger()
+		if err != nil {
+			return nil, err
+		}
+		self, err := store.Self()
+		if err != nil {
+			return nil, err
+		}
+		v.lease = "oci-" + s.id
+		lease, err := l.Acquire(v.lease, self)
+		if err != nil {
+			return nil, fmt.Errorf("lease an id for the VMM: %w", err)
+		}
+		v.user.UID, v.user.GID = lease.UID, lease.GID
+	}
+
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	add := func(f *os.File) int {
+		files = append(files, f)
+		return 2 + len(files)
+	}
+	pair := func(name string) (net.Conn, int, error) {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, 0, fmt.Errorf("socketpair for %s: %w", name, err)
+		}
+		mine := os.NewFile(uintptr(fds[0]), name)
+		defer mine.Close()
+		c, err := net.FileConn(mine)
+		if err != nil {
+			unix.Close(fds[1])
+			return nil, 0, fmt.Errorf("socketpair for %s: %w", name, err)
+		}
+		return c, add(os.NewFile(uintptr(fds[1]), name)), nil
+	}
+	cfg := qemu.Config{Machine: qemu.Q35, Accel: accel, AgentPort: agent.PortName,
+		Append: "console=ttyS0 panic=-1 quiet"}
+	cfg.MemoryMiB, cfg.CPUs = machineSize(s.bundle.Spec)
+	var err error
+	if v.serial, cfg.SerialFD, err = pair("serial"); err != nil {
+		return nil, err
+	}
+	if v.agent, cfg.AgentFD, err = pair("agent"); err != nil {
+		v.serial.Close()
+		return nil, err
+	}
+	fail := func(err error) (*vm, error) {
+		v.serial.Close()
+		v.agent.Close()
+		return nil, err
+	}
+	v.qmpPath = s.paths.QMP()
+	os.Remove(v.qmpPath)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: v.qmpPath, Net: "unix"})
+	if err != nil {
+		return fail(fmt.Errorf("listen for QMP: %w", err))
+	}
+	l.SetUnlinkOnClose(false)
+	lf, err := l.File()
+	l.Close()
+	if err != nil {
+		return fail(fmt.Errorf("listen for QMP: %w", err))
+	}
+	cfg.QMPFD = add(lf)
+	for _, b := range []struct {
+		path string
+		fd   *int
+	}{{g.Kernel, &cfg.KernelFD}, {g.Initrd, &cfg.InitrdFD}} {
+		f, err := launch.SealedCopy(b.path)
+		if err != nil {
+			return fail(fmt.Errorf("pass %s to the VMM: %w", b.path, err))
+		}
+		*b.fd = add(f)
+	}
+	// A writable drive needs a read-only and a read-write descriptor: QEMU
+	// probes read-only first.
+	set := qemu.FDSet{ID: 1}
+	for _, mode := range []int{os.O_RDONLY, os.O_RDWR} {
+		f, err := os.OpenFile(s.paths.Rootfs(), mode, 0)
+		if err != nil {
+			return fail(fmt.Errorf("open the rootfs image: %w", err))
+		}
+		set.FDs = append(set.FDs, add(f))
+	}
+	cfg.FDSets = []qemu.FDSet{set}
+	cfg.Drives = []qemu.Drive{{Layers: []qemu.Layer{{FDSet: 1, Format: "raw"}}}}
+	if withNet {
+		cfg.Netdev = "user,id=n0,ipv6=off"
+	}
+	bin, err := exec.LookPath(qemu.Binary)
+	if err != nil {
+		return fail(fmt.Errorf("%s not found: install qemu-system-x86", qemu.Binary))
+	}
+	argv := cfg.Argv(bin)
+	if v.cmd, err = s.vmmCommand(v.user, argv, len(files)); err != nil {
+		return fail(err)
+	}
+	v.cmd.ExtraFiles = files
+	v.cmd.Stdout, v.cmd.Stderr = s.log, s.log
+	if err := v.cmd.Start(); err != nil {
+		return fail(fmt.Errorf("start %s: %w", qemu.Binary, err))
+	}
+	v.exited = make(chan error, 1)
+	go func() { v.exited <- v.cmd.Wait() }()
+	return v, nil
+}
+
+// vmmCommand prepares argv as the VMM's identity: directly when hutch-runtime
+// is unprivileged, through the launch stage (no capabilities,
+// no_new_privs, the chosen ids) otherwise.
+func (s *shim) vmmCommand(u VMMUser, argv []string, nfiles int) (*exec.Cmd, error) {
+	if u.Kind == KindSelf {
+		return &exec.Cmd{Path: argv[0], Args: argv, Env: []string{},
+			SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}}, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find the hutch-runtime executable: %w", err)
+	}
+	return launch.Command(self, launch.Spec{UID: u.UID, GID: u.GID, Groups: u.Groups, Argv: argv,
+		Env: []string{}, Rlimits: vmmRlimits, NumExtraFiles: nfiles})
+}
+
+func (v *vm) kill() {
+	if v.cmd != nil && v.cmd.Process != nil {
+		v.cmd.Process.Kill()
+		<-v.exited
+	}
+	v.agent.Close()
+	v.serial.Close()
+	if v.lease != "" {
+		if l, err := ledger(); err == nil {
+			l.Release(v.lease)
+		}
+	}
+}
+
+// ledger is system mode's lease ledger: OCI containers started by root
+// draw from the same range as root's VMs, so no two VMMs share an id.
+func ledger() (*identity.Ledger, error) {
+	cfg, err := config.Load(config.SystemPath)
+	if err != nil {
+		return nil, err
+	}
+	l, err := store.SystemLayout()
+	if err != nil {
+		return nil, err
+	}
+	return &identity.Ledger{Path: l.Leases(), First: cfg.Leases.First, Count: cfg.Leases.Count}, nil
+}
