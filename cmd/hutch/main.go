@@ -12,6 +12,7 @@ import (
 	"github.com/hutch-vm/hutch/internal/config"
 	"github.com/hutch-vm/hutch/internal/guest"
 	"github.com/hutch-vm/hutch/internal/identity"
+	"github.com/hutch-vm/hutch/internal/image"
 	"github.com/hutch-vm/hutch/internal/store"
 	"github.com/hutch-vm/hutch/internal/vm"
 )
@@ -41,7 +42,8 @@ func main() {
 		return usageError{fmt.Errorf("%w (see hutch %s --help)", err, c.Name())}
 	})
 	root.AddCommand(runCmd(), psCmd(), inspectCmd(), logsCmd(), consoleCmd(), stopCmd(),
-		killCmd(), rmCmd(), portCmd(), checkCmd(), versionCmd(), superviseCmd(), execCmd())
+		killCmd(), rmCmd(), portCmd(), checkCmd(), versionCmd(), superviseCmd(), execCmd(),
+		sshCmd(), cpCmd(), imagesCmd(), imageCmd())
 	err := root.Execute()
 	if err == nil {
 		return
@@ -52,7 +54,7 @@ func main() {
 	}
 	fmt.Fprintf(os.Stderr, "hutch: %v\n", err)
 	var ue usageError
-	if errors.As(err, &ue) || vm.IsInput(err) || isCobraUsage(err) {
+	if errors.As(err, &ue) || vm.IsInput(err) || image.IsInput(err) || isCobraUsage(err) {
 		os.Exit(2)
 	}
 	os.Exit(1)

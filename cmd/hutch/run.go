@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -13,7 +14,8 @@ import (
 
 func runCmd() *cobra.Command {
 	var o vm.Options
-	var detach, interactive, tty bool
+	var detach, interactive, tty, wait bool
+	var waitTimeout time.Duration
 	c := &cobra.Command{
 		Use:   "run [flags] [IMAGE]",
 		Short: "Create and start a VM",
@@ -21,6 +23,9 @@ func runCmd() *cobra.Command {
 		RunE: func(c *cobra.Command, a []string) error {
 			if len(a) == 1 {
 				o.Image = a[0]
+			}
+			if wait && !o.SSH {
+				return usageError{fmt.Errorf("--wait waits for ssh: add --ssh")}
 			}
 			spec, err := vm.ParseSpec(o)
 			if err != nil {
@@ -30,10 +35,15 @@ func runCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if detach {
+			if detach || wait {
 				name, err := e.Run(spec, nil)
 				if err != nil {
 					return err
+				}
+				if wait {
+					if err := e.WaitSSH(name, waitTimeout); err != nil {
+						return err
+					}
 				}
 				fmt.Println(name)
 				return nil
@@ -55,6 +65,10 @@ func runCmd() *cobra.Command {
 	f.StringArrayVar(&o.Disks, "disk", nil, "attach a disk image as is: PATH or PATH,ro (repeatable)")
 	f.StringArrayVarP(&o.Publish, "publish", "p", nil, "forward a host port: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|/udp] (repeatable)")
 	f.StringVar(&o.Network, "network", "", "network backend: slirp or none (default slirp)")
+	f.BoolVar(&o.SSH, "ssh", false, "seed cloud-init with your hutch key and forward a free host port to the guest's ssh (see hutch ssh)")
+	f.StringVar(&o.CloudInit, "cloud-init", "", "cloud-config user-data FILE for the guest (merged with the key for --ssh)")
+	f.BoolVar(&wait, "wait", false, "with --ssh: return once a login over ssh works (implies -d)")
+	f.DurationVar(&waitTimeout, "wait-timeout", 10*time.Minute, "how long --wait waits")
 	return c
 }
 

@@ -34,6 +34,11 @@ const (
 	passtLogFile   = "passt.log"
 	vmsDir         = "vms"
 	portsLockFile  = "ports.lock"
+	seedFile       = "seed.iso"
+	knownHostsFile = "known_hosts"
+	imagesDir      = "images"
+	sshDir         = "ssh"
+	sshKeyFile     = "id_ed25519"
 )
 
 // SessionLayout resolves the layout for the calling user from the XDG base
@@ -167,6 +172,17 @@ func (l Layout) VMsDir() string { return filepath.Join(l.DataRoot, vmsDir) }
 // GuestCache is where built guest images are kept.
 func (l Layout) GuestCache() string { return filepath.Join(l.CacheRoot, "guest") }
 
+// Images is the local image cache: one NAME.qcow2 per image.
+func (l Layout) Images() string { return filepath.Join(l.DataRoot, imagesDir) }
+
+// Image is the file of the cached image name.
+func (l Layout) Image(name string) string { return filepath.Join(l.Images(), name+".qcow2") }
+
+// SSHKey is the private half of the key pair hutch puts into guests it
+// seeds; the public half is SSHKey()+".pub". It is data, not cache: guests
+// already seeded trust it.
+func (l Layout) SSHKey() string { return filepath.Join(l.DataRoot, sshDir, sshKeyFile) }
+
 // PortsLock serialises host-port checks with the VMMs binding them.
 func (l Layout) PortsLock() string { return filepath.Join(l.RunRoot, portsLockFile) }
 
@@ -185,6 +201,8 @@ func (p Paths) QMP() string        { return filepath.Join(p.Run, qmpSocket) }
 func (p Paths) Console() string    { return filepath.Join(p.Run, consoleSocket) }
 func (p Paths) Passt() string      { return filepath.Join(p.Run, passtSocket) }
 func (p Paths) PasstLog() string   { return filepath.Join(p.Data, passtLogFile) }
+func (p Paths) Seed() string       { return filepath.Join(p.Data, seedFile) }
+func (p Paths) KnownHosts() string { return filepath.Join(p.Data, knownHostsFile) }
 func (p Paths) Overlay(i int) string {
 	return filepath.Join(p.Data, fmt.Sprintf("disk%d.qcow2", i))
 }

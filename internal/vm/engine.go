@@ -77,6 +77,9 @@ func (e *Engine) Run(s Spec, console *os.File) (string, error) {
 				return err
 			}
 		}
+		if plan.cloud != nil {
+			return e.writeSeed(s, plan.VMM.MAC, plan.cloud, filepath.Join(staging, filepath.Base(plan.Seed)))
+		}
 		return nil
 	}
 	for {

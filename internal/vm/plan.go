@@ -79,6 +79,9 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		}
 		s.Kernel, s.Initrd, s.Append = m.Kernel, m.Initrd, "console=ttyS0"
 	}
+	if s.Image != "" {
+		s.Image = e.resolveImage(s.Image)
+	}
 	var fds fdTable
 	cfg := qemu.Config{CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, Machine: qemu.Q35,
 		SerialFD: fds.add(FD{Kind: FDSerial}), QMPFD: fds.add(FD{Kind: FDQMP})}
@@ -122,6 +125,10 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		overlays = append(overlays, ov)
 		fds.drive(&cfg, append([]disk.Layer{{Path: ov.Path, Format: "qcow2"}}, chain...), false, true)
 	}
+	cloud, err := e.planCloud(s, &fds, &cfg)
+	if err != nil {
+		return Plan{}, err
+	}
 	for i, d := range s.Disks {
 		mode := os.O_RDWR
 		if d.ReadOnly {
@@ -155,7 +162,10 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		}
 		cfg.Netdev = netstack.TapNetdev("n0", fds.add(FD{Kind: FDTap}))
 	}
-	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Passt: passt, RunDir: paths.Run, notice: notice}
+	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Passt: passt, RunDir: paths.Run, notice: notice, cloud: cloud}
+	if cloud != nil {
+		plan.Seed = paths.Seed()
+	}
 	if s.Network == NetBridge && !e.System {
 		plan.BridgeHelper = &Helper{Binary: netstack.BridgeHelper, Args: []string{s.Bridge}}
 	}

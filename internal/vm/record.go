@@ -32,6 +32,10 @@ type Plan struct {
 	// BridgeHelper opens the tap of a bridged VM; Args[0] is the bridge.
 	BridgeHelper *Helper `json:"bridgeHelper,omitempty"`
 	RunDir       string  `json:"runDir"`
+	// Seed is the cloud-init seed image hutch made for this VM.
+	Seed string `json:"seed,omitempty"`
+	// cloud is the seed's content, made once the run is checked.
+	cloud *cloudPlan
 	// notice is said to the user once the VM has started (the TCG fallback).
 	notice string
 }
@@ -103,12 +107,14 @@ type View struct {
 	Ports    []netstack.Forward `json:"ports"`
 	Image    string             `json:"image,omitempty"`
 	Kernel   string             `json:"kernel,omitempty"`
-	Created  time.Time          `json:"created"`
-	Started  *time.Time         `json:"started,omitempty"`
-	Finished *time.Time         `json:"finished,omitempty"`
-	ExitCode *int               `json:"exitCode,omitempty"`
-	Reason   string             `json:"reason,omitempty"`
-	Command  []string           `json:"command"`
+	// SSH is the login hutch ssh uses; absent for a VM run without --ssh.
+	SSH      *SSHAccess `json:"ssh,omitempty"`
+	Created  time.Time  `json:"created"`
+	Started  *time.Time `json:"started,omitempty"`
+	Finished *time.Time `json:"finished,omitempty"`
+	ExitCode *int       `json:"exitCode,omitempty"`
+	Reason   string     `json:"reason,omitempty"`
+	Command  []string   `json:"command"`
 	// Descriptors are what QEMU inherits, in order from fd 3.
 	Descriptors []FD `json:"descriptors"`
 }
@@ -141,7 +147,7 @@ func (r Record) view() View {
 		Groups: r.Plan.Identity.Groups, RuntimeDir: r.Plan.RunDir, Accel: r.Plan.VMM.Accel,
 		Machine: r.Plan.VMM.Machine, CPUs: r.Spec.CPUs, MemoryMiB: r.Spec.MemoryMiB,
 		Network: r.Spec.Network, Bridge: r.Spec.Bridge, Ports: r.Spec.Ports, Image: r.Spec.Image, Kernel: r.Spec.Kernel,
-		Created: r.Created, Reason: s.Reason, Command: r.Plan.VMM.Argv(r.Plan.QEMU), Descriptors: r.Plan.FDs,
+		SSH: r.Spec.SSH, Created: r.Created, Reason: s.Reason, Command: r.Plan.VMM.Argv(r.Plan.QEMU), Descriptors: r.Plan.FDs,
 	}
 	if v.Groups == nil {
 		v.Groups = []int{}

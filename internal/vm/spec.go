@@ -38,6 +38,11 @@ type Options struct {
 	Publish []string
 	Network string
 	Remove  bool
+	// SSH asks for a login: hutch's key in a cloud-init seed and a free
+	// host port forwarded to the guest's port 22.
+	SSH bool
+	// CloudInit is a file of the user's own cloud-config user-data.
+	CloudInit string
 }
 
 // Spec is a validated run request.
@@ -54,6 +59,16 @@ type Spec struct {
 	Network   string             `json:"network"`
 	Bridge    string             `json:"bridge,omitempty"`
 	Remove    bool               `json:"remove,omitempty"`
+	// SSH is the login hutch seeds and forwards; nil without --ssh.
+	SSH *SSHAccess `json:"ssh,omitempty"`
+	// CloudInit is the absolute path of the user's own user-data.
+	CloudInit string `json:"cloudInit,omitempty"`
+}
+
+// SSHAccess is how hutch reaches a guest it seeded.
+type SSHAccess struct {
+	User     string `json:"user"`
+	HostPort int    `json:"hostPort"`
 }
 
 // Disk is an extra disk attached as it is (not through an overlay).
@@ -96,7 +111,7 @@ func ValidName(name string) error {
 // host; files and tools are checked when the plan is made.
 func ParseSpec(o Options) (Spec, error) {
 	s := Spec{Name: o.Name, CPUs: o.CPUs, Kernel: o.Kernel, Initrd: o.Initrd, Append: o.Append,
-		Image: o.Image, Network: o.Network, Remove: o.Remove, Ports: []netstack.Forward{}}
+		Image: o.Image, Network: o.Network, Remove: o.Remove, Ports: []netstack.Forward{}, CloudInit: o.CloudInit}
 	if s.Name != "" {
 		if err := ValidName(s.Name); err != nil {
 			return Spec{}, err
@@ -113,10 +128,9 @@ func ParseSpec(o Options) (Spec, error) {
 		}
 		s.MemoryMiB = m
 	}
-	switch {
-	case s.Kernel != "" && s.Image != "":
-		return Spec{}, invalid("both IMAGE and --kernel given: boot one (pass the image as --disk to attach it)")
-	case s.Kernel == "" && (s.Initrd != "" || s.Append != ""):
+	// IMAGE with --kernel boots that kernel with the image (through its
+	// overlay) as the first disk, /dev/vda.
+	if s.Kernel == "" && (s.Initrd != "" || s.Append != "") {
 		return Spec{}, invalid("--initrd and --append need --kernel")
 	}
 	for _, d := range o.Disks {
@@ -155,6 +169,15 @@ func ParseSpec(o Options) (Spec, error) {
 	}
 	if len(s.Ports) > 0 && s.Network == NetBridge {
 		return Spec{}, invalid("-p forwards through passt or slirp; on a bridge, reach the guest at its own address (drop -p)")
+	}
+	if o.SSH {
+		if s.Network == NetNone || s.Network == NetBridge {
+			return Spec{}, invalid("--ssh forwards a host port to the guest's port 22: drop --network %s", o.Network)
+		}
+		s.SSH = &SSHAccess{}
+	}
+	if (o.SSH || s.CloudInit != "") && s.Image == "" {
+		return Spec{}, invalid("--ssh and --cloud-init configure a cloud image: give the IMAGE to boot (see hutch images)")
 	}
 	return s, nil
 }

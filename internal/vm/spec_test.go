@@ -51,7 +51,10 @@ func TestParseSpec(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{Options{CPUs: 1, Kernel: "k", Image: "i"}, "both IMAGE and --kernel"},
+		{Options{CPUs: 1, Kernel: "k", SSH: true}, "give the IMAGE to boot"},
+		{Options{CPUs: 1, CloudInit: "u.yaml"}, "give the IMAGE to boot"},
+		{Options{CPUs: 1, Image: "i", SSH: true, Network: NetNone}, "--ssh forwards a host port"},
+		{Options{CPUs: 1, Image: "i", SSH: true, Network: "bridge=br0"}, "--ssh forwards a host port"},
 		{Options{CPUs: 1, Image: "i", Append: "x"}, "need --kernel"},
 		{Options{Kernel: "k", CPUs: -1}, "invalid --cpus"},
 		{Options{Kernel: "k", CPUs: 0}, "invalid --cpus"},

@@ -867,7 +867,6 @@ func TestBadInputTable(t *testing.T) {
 		{name: "missing initrd", args: runNoK("--kernel", guest.Kernel, "--initrd", "/nonexistent/initrd"), code: 2, want: []string{"--initrd /nonexistent/initrd does not exist"}},
 		{name: "image with a missing backing file", args: runNoK(dangling), code: 2, want: []string{"read image " + dangling, "/nonexistent/base.qcow2"}},
 		{name: "image of an unknown qcow2 version", args: runNoK(badVersion), code: 2, want: []string{"read image " + badVersion, "Unsupported qcow2 version"}},
-		{name: "image and kernel", args: run(guest.DiskImage), code: 2, want: []string{"both IMAGE and --kernel given"}},
 		{name: "missing disk", args: run("--disk", "/nonexistent/disk.img"), code: 2, want: []string{"--disk /nonexistent/disk.img does not exist"}},
 		{name: "unwritable disk", args: run("--disk", notUsers), code: 2, want: []string{"--disk " + notUsers + ": this user cannot write it"}},
 		{name: "unreadable read-only disk", args: run("--disk", secret+",ro"), code: 2, want: []string{"--disk " + secret + ": this user cannot read it"}},
