@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,17 +43,10 @@ type densityResult struct {
 func (b *bench) densityRun() (*densityResult, error) {
 	d := &densityResult{n: b.density, memory: b.densMem,
 		page: make([]time.Duration, b.density), returned: make([]time.Duration, b.density)}
-	dir := filepath.Join(b.scratch, "density")
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	h, _, _, err := b.freshHutch("density")
+	if err != nil {
 		return nil, err
 	}
-	runDir, dataDir := filepath.Join(dir, "run"), filepath.Join(dir, "data")
-	for _, p := range []string{runDir, dataDir} {
-		if err := b.userDir(p); err != nil {
-			return nil, err
-		}
-	}
-	h := &hutchEnv{b: b, env: b.env("XDG_RUNTIME_DIR="+runDir, "XDG_DATA_HOME="+dataDir)}
 	names, ports := make([]string, d.n), make([]int, d.n)
 	for i := range names {
 		names[i] = fmt.Sprintf("dens%02d", i+1)

@@ -416,19 +416,28 @@ func (b *bench) hutchBoot(network string) func(string) (measurement, error) {
 	return func(tag string) (measurement, error) { return b.hutchRun(tag, network) }
 }
 
-func (b *bench) hutchRun(tag, network string) (measurement, error) {
-	var m measurement
-	dir := filepath.Join(b.scratch, tag)
+// freshHutch makes a new hutch state for the user in the scratch dir
+// tag: tag/run is its XDG_RUNTIME_DIR, tag/data its XDG_DATA_HOME.
+func (b *bench) freshHutch(tag string) (h *hutchEnv, dir, dataDir string, err error) {
+	dir = filepath.Join(b.scratch, tag)
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		return m, err
+		return nil, "", "", err
 	}
 	runDir, dataDir := filepath.Join(dir, "run"), filepath.Join(dir, "data")
 	for _, d := range []string{runDir, dataDir} {
 		if err := b.userDir(d); err != nil {
-			return m, err
+			return nil, "", "", err
 		}
 	}
-	h := &hutchEnv{b: b, env: b.env("XDG_RUNTIME_DIR="+runDir, "XDG_DATA_HOME="+dataDir)}
+	return &hutchEnv{b: b, env: b.env("XDG_RUNTIME_DIR="+runDir, "XDG_DATA_HOME="+dataDir)}, dir, dataDir, nil
+}
+
+func (b *bench) hutchRun(tag, network string) (measurement, error) {
+	var m measurement
+	h, dir, dataDir, err := b.freshHutch(tag)
+	if err != nil {
+		return m, err
+	}
 	port := b.port()
 	if err := waitPortFree(port); err != nil {
 		return m, err
