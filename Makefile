@@ -42,4 +42,4 @@ BENCH_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
 
 bench: deps build
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_PACKAGES) >/dev/null
-	./bench/run.sh
+	./bench/run.sh $(BENCH_ARGS)

@@ -61,9 +61,13 @@ type config struct {
 	keep      bool
 	retries   int
 	quietWait time.Duration
-	libvirt   bool
-	density   int
-	densMem   string
+	// maxDisturbed is how many times a boot that other processes disturbed
+	// is done again; on a host that stays busy, a small number keeps the
+	// run's length bounded.
+	maxDisturbed int
+	libvirt      bool
+	density      int
+	densMem      string
 }
 
 func main() {
@@ -76,6 +80,7 @@ func main() {
 	flag.IntVar(&c.basePort, "port", 18400, "first host port; every boot uses its own")
 	flag.BoolVar(&c.keep, "keep", false, "keep the scratch directory (logs, console output) for inspection")
 	flag.IntVar(&c.retries, "retries", 2, "times a failed boot is retried before giving up")
+	flag.IntVar(&c.maxDisturbed, "max-disturbed", 5, "times a boot disturbed by other processes is done again")
 	flag.BoolVar(&c.libvirt, "libvirt", true, "also boot the guest with libvirt's session mode (virsh create), warm and cold")
 	flag.IntVar(&c.density, "density", 20, "VMs started at once by concurrent hutch run -d in the density test; 0 skips it")
 	flag.StringVar(&c.densMem, "density-memory", "128M", "memory of each VM in the density test")
@@ -244,7 +249,7 @@ type side struct {
 // command line from what hutch ran, then the measured rounds, the order of
 // the sides rotating from round to round, then the extra parts.
 func (b *bench) run() (*results, error) {
-	res := &results{runs: b.runs, started: time.Now()}
+	res := &results{runs: b.runs, maxDisturbed: b.maxDisturbed, quietWait: b.quietWait, started: time.Now()}
 	res.machine = machineInfo(b)
 	fmt.Fprintf(os.Stderr, "warm-up: hutch\n")
 	warm, err := b.attempt("warm-hutch", b.hutchBoot("slirp"), res)
@@ -322,11 +327,8 @@ func (b *bench) run() (*results, error) {
 }
 
 // A boot during which other processes kept more than maxOthers CPUs busy
-// is done again, up to maxDisturbed times; then it is kept as it is.
-const (
-	maxOthers    = 0.2
-	maxDisturbed = 5
-)
+// is done again, up to -max-disturbed times; then it is kept as it is.
+const maxOthers = 0.2
 
 // attempt runs one boot, retrying a failure (on a shared host something
 // else may kill a VM) or a boot that other processes disturbed, and notes
@@ -340,7 +342,7 @@ func (b *bench) attempt(tag string, boot func(string) (measurement, error), res 
 		}
 		waitQuiet(b.quietWait)
 		m, err := boot(t)
-		if err == nil && m.others > maxOthers && disturbed < maxDisturbed {
+		if err == nil && m.others > maxOthers && disturbed < b.maxDisturbed {
 			disturbed++
 			fmt.Fprintf(os.Stderr, "boot %s disturbed: other processes used %.2f CPUs during it; booting again\n", t, m.others)
 			res.disturbed = append(res.disturbed, fmt.Sprintf("%s (%.2f CPUs)", t, m.others))

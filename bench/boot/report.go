@@ -30,6 +30,8 @@ const (
 
 type results struct {
 	runs              int
+	maxDisturbed      int
+	quietWait         time.Duration
 	started, finished time.Time
 	machine           [][2]string
 	hutchArgv         []string
@@ -112,8 +114,8 @@ func (r *results) markdown() string {
 		"after one unmeasured warm-up boot of each; %s in all, density test included. Every boot uses its own host port and, for hutch, its own fresh "+
 		"`XDG_RUNTIME_DIR` and `XDG_DATA_HOME`. Before each boot the driver waits until other "+
 		"processes use less than %.2f CPUs over %s; a boot during which they used more than %.1f CPUs "+
-		"is done again (at most %d times).\n\n",
-		r.runs, strings.Join(labels, ", "), r.order[0], r.finished.Sub(r.started).Round(time.Second), quietCPUs, quietSpan, maxOthers, maxDisturbed)
+		"is done again (at most %d times; `-quiet-wait %s -max-disturbed %d`).\n\n",
+		r.runs, strings.Join(labels, ", "), r.order[0], r.finished.Sub(r.started).Round(time.Second), quietCPUs, quietSpan, maxOthers, r.maxDisturbed, r.quietWait, r.maxDisturbed)
 
 	w("hutch, as the user:\n\n```\n%s\n```\n\n", shellQuote(r.hutchArgv))
 	w("which runs this QEMU command (`command` in `hutch inspect`; the descriptors are passed by the "+
