@@ -21,8 +21,8 @@ func specVersion() string { return specs.Version }
 
 type createFlags struct {
 	bundle, pidFile, consoleSocket string
-	noPivot, noNewKeyring         bool
-	preserveFDs                   int
+	noPivot, noNewKeyring          bool
+	preserveFDs                    int
 }
 
 func (f *createFlags) add(c *cobra.Command) {

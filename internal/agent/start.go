@@ -212,4 +212,3 @@ func (a *guestAgent) relayIn(p *proc, w io.WriteCloser) {
 		}
 	}
 }
-

@@ -59,14 +59,14 @@ type Setup struct {
 	Hostname string `json:"hostname,omitempty"`
 	// Rootfs is the guest block device holding the container's root
 	// filesystem, and whether to mount it read-only.
-	Rootfs         string `json:"rootfs"`
-	RootfsReadonly bool   `json:"rootfsReadonly,omitempty"`
+	Rootfs         string  `json:"rootfs"`
+	RootfsReadonly bool    `json:"rootfsReadonly,omitempty"`
 	Mounts         []Mount `json:"mounts,omitempty"`
 	// Files are small files of the host (bind mounts of resolv.conf, hosts,
 	// hostname...) copied into the guest at Setup; writes stay in the guest.
-	Files   []File   `json:"files,omitempty"`
-	Network Network  `json:"network"`
-	Devices []Device `json:"devices,omitempty"`
+	Files   []File            `json:"files,omitempty"`
+	Network Network           `json:"network"`
+	Devices []Device          `json:"devices,omitempty"`
 	Sysctl  map[string]string `json:"sysctl,omitempty"`
 }
 

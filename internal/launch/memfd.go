@@ -34,4 +34,3 @@ func SealedCopy(path string) (*os.File, error) {
 	}
 	return f, nil
 }
-

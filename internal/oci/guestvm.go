@@ -128,15 +128,31 @@ func BuildRootfs(dir, image string) error {
 	if terr != nil {
 		return fmt.Errorf("size rootfs image: %w", terr)
 	}
-	out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-O", "^has_journal", "-m", "0",
+	mke2fs, err := findTool("mke2fs", "e2fsprogs")
+	if err != nil {
+		return err
+	}
+	out, err := exec.Command(mke2fs, "-q", "-F", "-t", "ext4", "-O", "^has_journal", "-m", "0",
 		"-E", "no_copy_xattrs", "-L", "rootfs", "-d", dir, image).CombinedOutput()
 	if err != nil {
-		if _, lerr := exec.LookPath("mke2fs"); lerr != nil {
-			return fmt.Errorf("mke2fs is needed to give the container's root to its VM: install e2fsprogs")
-		}
 		return fmt.Errorf("mke2fs -d %s: %v: %s", dir, err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// findTool finds a program in PATH or the sbin directories, which an
+// unprivileged engine's PATH often lacks.
+func findTool(name, pkg string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s is needed to give the container's root to its VM: install %s", name, pkg)
 }
 
 func treeSize(dir string) (int64, error) {

@@ -21,7 +21,7 @@ import (
 // CreateOptions are runc create's.
 type CreateOptions struct {
 	ID, Bundle, PidFile, ConsoleSocket string
-	Stdin, Stdout, Stderr             *os.File
+	Stdin, Stdout, Stderr              *os.File
 }
 
 // ErrExists is runc's answer for a taken id.
@@ -126,9 +126,9 @@ func (r Runtime) shimCommand(o CreateOptions, s *specs.Spec) (*exec.Cmd, error) 
 	if path, own := netNamespacePath(s); own && path == "" {
 		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNET
 	} else if own {
-		nsenter, err := exec.LookPath("nsenter")
+		nsenter, err := findTool("nsenter", "util-linux")
 		if err != nil {
-			return nil, errors.New("nsenter is needed to enter the container's network namespace: install util-linux")
+			return nil, err
 		}
 		cmd.Path, cmd.Args = nsenter, append([]string{nsenter, "--net=" + path, "--"}, args...)
 	}
@@ -291,16 +291,16 @@ func Features() any {
 		MountOptions: []string{"ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async",
 			"noatime", "atime", "nodiratime", "diratime", "relatime", "norelatime", "strictatime", "dirsync", "mand", "nomand", "bind", "rbind"},
 		Linux: map[string]any{
-			"namespaces": []string{"network", "mount", "pid", "ipc", "uts", "user", "cgroup"},
+			"namespaces":      []string{"network", "mount", "pid", "ipc", "uts", "user", "cgroup"},
 			"mountExtensions": map[string]any{"idmap": map[string]any{"enabled": false}},
-			"selinux":  map[string]any{"enabled": false},
-			"apparmor": map[string]any{"enabled": false},
-			"seccomp":  map[string]any{"enabled": false},
-			"cgroup":   map[string]any{"v1": &yes, "v2": &yes, "systemd": false},
+			"selinux":         map[string]any{"enabled": false},
+			"apparmor":        map[string]any{"enabled": false},
+			"seccomp":         map[string]any{"enabled": false},
+			"cgroup":          map[string]any{"v1": &yes, "v2": &yes, "systemd": false},
 		},
 		Annotations: map[string]string{
 			"io.katacontainers.config.hypervisor.rootless": "true: accepted; every VMM of hutch-runtime is unprivileged",
-			"org.hutch.vm":                                 "each container runs in its own VM",
+			"org.hutch.vm": "each container runs in its own VM",
 		},
 	}
 }
