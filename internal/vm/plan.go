@@ -123,7 +123,8 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		// probes (and never trusts) a raw base's content.
 		ov := Overlay{Path: e.Layout.VM(s.Name).Overlay(0), Base: s.Image, BaseFormat: chain[0].Format}
 		overlays = append(overlays, ov)
-		fds.drive(&cfg, append([]disk.Layer{{Path: ov.Path, Format: "qcow2"}}, chain...), false, true)
+		// With --kernel, QEMU's kernel loader holds boot index 0.
+		fds.drive(&cfg, append([]disk.Layer{{Path: ov.Path, Format: "qcow2"}}, chain...), false, s.Kernel == "")
 	}
 	cloud, err := e.planCloud(s, &fds, &cfg)
 	if err != nil {
