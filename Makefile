@@ -8,12 +8,17 @@ DEMO_USER ?= hutchdemo
 CACHE ?= /var/tmp/hutch-test-cache
 PACKAGES := qemu-system-x86 qemu-utils passt busybox-static linux-image-cloud-amd64 \
 	syslinux syslinux-common mtools dosfstools socat curl procps iproute2 uidmap \
-	openssh-client debootstrap e2fsprogs
+	openssh-client debootstrap e2fsprogs \
+	podman containerd slirp4netns runc util-linux
 
 .PHONY: build deps demo test unit bench fuzz
-# Static, so that hutch can be the micro VM's init on a host without busybox.
+# Static, so that hutch can be the micro VM's init on a host without
+# busybox, and hutch-agent a guest's init. hutch-runtime finds hutch-agent
+# beside itself.
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/hutch ./cmd/hutch
+	CGO_ENABLED=0 $(GO) build -o bin/hutch-runtime ./cmd/hutch-runtime
+	CGO_ENABLED=0 $(GO) build -o bin/hutch-agent ./cmd/hutch-agent
 
 deps:
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq

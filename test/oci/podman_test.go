@@ -1,0 +1,244 @@
+package oci
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hutch-vm/hutch/internal/console"
+)
+
+// result is a finished command.
+type result struct {
+	stdout, stderr   string
+	code             int
+	outPath, errPath string // where a file-backed run left its output
+}
+
+func runCmd(t *testing.T, c *exec.Cmd) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if c.Stdout == nil {
+		c.Stdout = &out
+	}
+	c.Stderr = &errb
+	err := c.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("%s: %v", c.Args, err)
+		}
+		r.code = ee.ExitCode()
+	}
+	return r
+}
+
+func TestPodmanRunOutputAndExitStatus(t *testing.T) {
+	r := runCmd(t, podman.podman("run", "--rm", image, "sh", "-c", "echo hi; uname -r; exit 3"))
+	if r.code != 3 {
+		t.Fatalf("exit %d, want 3\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	lines := strings.Fields(r.stdout)
+	if len(lines) != 2 || lines[0] != "hi" || lines[1] != guestKernel {
+		t.Fatalf("stdout %q, want hi and the guest kernel %s", r.stdout, guestKernel)
+	}
+	var u unix.Utsname
+	unix.Uname(&u)
+	if host := unix.ByteSliceToString(u.Release[:]); host != guestKernel && lines[1] == host {
+		t.Fatalf("the container saw the host's kernel %s", host)
+	}
+}
+
+func TestPodmanStdin(t *testing.T) {
+	c := podman.podman("run", "-i", "--rm", image, "cat")
+	c.Stdin = strings.NewReader("x\n")
+	if r := runCmd(t, c); r.code != 0 || r.stdout != "x\n" {
+		t.Fatalf("echo x | podman run -i cat: exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestPodmanTerminal runs a shell through a real pty, as a user at a
+// terminal would, and resizes the terminal while it runs.
+func TestPodmanTerminal(t *testing.T) {
+	master, slave, err := console.OpenPty("/dev/ptmx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	setSize(t, master, 30, 100)
+	c := podman.podman("run", "-it", "--rm", image, "sh")
+	c.Stdin, c.Stdout, c.Stderr = slave, slave, slave
+	c.SysProcAttr.Setsid, c.SysProcAttr.Setctty, c.SysProcAttr.Ctty = true, true, 0
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	out := &syncBuffer{}
+	go io.Copy(out, master)
+
+	expect := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !strings.Contains(out.String(), want) {
+			if time.Now().After(deadline) {
+				c.Process.Kill()
+				t.Fatalf("the terminal never showed %q; it showed:\n%s", want, out.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	expect("# ")
+	fmt.Fprint(master, "tty; stty size\r")
+	expect("/dev/pts/")
+	expect("30 100")
+	setSize(t, master, 40, 120)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "40 120") && time.Now().Before(deadline) {
+		fmt.Fprint(master, "stty size\r")
+		time.Sleep(500 * time.Millisecond)
+	}
+	expect("40 120")
+	fmt.Fprint(master, "exit 7\r")
+	select {
+	case err := <-done:
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
+			t.Fatalf("podman run -it: %v, want exit 7; terminal:\n%s", err, out.String())
+		}
+	case <-time.After(60 * time.Second):
+		c.Process.Kill()
+		t.Fatalf("podman run -it did not end after exit; terminal:\n%s", out.String())
+	}
+}
+
+func setSize(t *testing.T, f *os.File, rows, cols uint16) {
+	if err := unix.IoctlSetWinsize(int(f.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPodmanDetachStopRemove also checks who the VMM is: under rootless
+// Podman it is the user's own uid on the host, with nothing more.
+func TestPodmanDetachStopRemove(t *testing.T) {
+	name := "hutch-oci-detach"
+	runCmd(t, podman.podman("rm", "-f", name))
+	r := runCmd(t, podman.podman("run", "-d", "--name", name, image, "sleep", "1000"))
+	if r.code != 0 {
+		t.Fatalf("podman run -d: exit %d: %s", r.code, r.stderr)
+	}
+	vmms := podman.vmms(0)
+	if len(vmms) != 1 {
+		t.Fatalf("want one VMM of %s, found %v", podmanUser, vmms)
+	}
+	st := procStatus(vmms[0])
+	for field, want := range map[string]string{"CapEff": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"} {
+		if st[field] != want {
+			t.Errorf("VMM %s = %q, want %q", field, st[field], want)
+		}
+	}
+	if uid := strings.Fields(st["Uid"]); uid[0] != fmt.Sprint(podman.uid) || uid[1] != uid[0] {
+		t.Errorf("VMM Uid %q, want the user's uid %d", st["Uid"], podman.uid)
+	}
+	if r := runCmd(t, podman.podman("ps", "--format", "{{.Names}} {{.Status}}")); !strings.Contains(r.stdout, name+" Up") {
+		t.Fatalf("podman ps does not show %s running:\n%s%s", name, r.stdout, r.stderr)
+	}
+	if r := runCmd(t, podman.podman("stop", "-t", "10", name)); r.code != 0 {
+		t.Fatalf("podman stop: exit %d: %s", r.code, r.stderr)
+	}
+	if r := runCmd(t, podman.podman("rm", name)); r.code != 0 {
+		t.Fatalf("podman rm: exit %d: %s", r.code, r.stderr)
+	}
+	if left := podman.vmms(5 * time.Second); len(left) != 0 {
+		t.Fatalf("VMMs left after podman stop and rm: %v", left)
+	}
+	if left := shims(); len(left) != 0 {
+		t.Fatalf("hutch-runtime processes left after podman stop and rm: %v", left)
+	}
+}
+
+// shims lists live hutch-runtime processes.
+func shims() []string {
+	var left []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !bytes.Contains(b, []byte(runtimeBin)) {
+			continue
+		}
+		var pid int
+		fmt.Sscan(e.Name(), &pid)
+		if procStatus(pid) != nil {
+			left = append(left, strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	return left
+}
+
+func TestPodmanPublish(t *testing.T) {
+	name := "hutch-oci-web"
+	port := freePort(t)
+	runCmd(t, podman.podman("rm", "-f", name))
+	r := runCmd(t, podman.podman("run", "-d", "--name", name, "-p", fmt.Sprintf("127.0.0.1:%d:80", port), image,
+		"httpd", "-f", "-p", "80", "-h", "/www"))
+	if r.code != 0 {
+		t.Fatalf("podman run -d -p: exit %d: %s", r.code, r.stderr)
+	}
+	defer runCmd(t, podman.podman("rm", "-f", name))
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	client := http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), pageText) {
+				return
+			}
+			err = fmt.Errorf("status %s, body %q", resp.Status, body)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// syncBuffer is a buffer one goroutine writes while another reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

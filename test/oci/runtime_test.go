@@ -1,0 +1,325 @@
+package oci
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// bundle writes an OCI bundle with the test image's root and a
+// configuration like `runc spec` writes, changed by edit.
+func bundle(t *testing.T, edit func(*specs.Spec)) string {
+	dir := t.TempDir()
+	rootfs := filepath.Join(dir, "rootfs")
+	os.Mkdir(rootfs, 0o755)
+	if out, err := exec.Command("tar", "-xf", rootfsTar, "-C", rootfs).CombinedOutput(); err != nil {
+		t.Fatalf("unpack rootfs: %v: %s", err, out)
+	}
+	s := &specs.Spec{
+		Version:  specs.Version,
+		Root:     &specs.Root{Path: "rootfs"},
+		Hostname: "hutch-test",
+		Process: &specs.Process{Args: []string{"sh", "-c", "echo out; echo err >&2; sleep 1000"}, Cwd: "/",
+			Env: []string{"PATH=/bin"}},
+		Mounts: []specs.Mount{{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}}},
+		Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.NetworkNamespace}, {Type: specs.MountNamespace}}},
+	}
+	if edit != nil {
+		edit(s)
+	}
+	b, _ := json.Marshal(s)
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// rt runs hutch-runtime with its root in dir. The shim a create starts
+// keeps create's stdio, as a container keeps runc's: a pipe would never
+// see EOF, so output goes to files, each call's its own.
+type rt struct {
+	t     *testing.T
+	dir   string
+	root  string
+	calls int
+}
+
+func newRuntime(t *testing.T) *rt {
+	dir := t.TempDir()
+	return &rt{t: t, dir: dir, root: filepath.Join(dir, "root")}
+}
+
+// run runs one command; its stdout and stderr files stay, named in the
+// result, for the container's output when the command is a create.
+func (r *rt) run(args ...string) result {
+	r.t.Helper()
+	r.calls++
+	outPath := filepath.Join(r.dir, fmt.Sprintf("stdout-%d", r.calls))
+	errPath := filepath.Join(r.dir, fmt.Sprintf("stderr-%d", r.calls))
+	out, _ := os.Create(outPath)
+	errf, _ := os.Create(errPath)
+	defer out.Close()
+	defer errf.Close()
+	c := exec.Command(runtimeBin, append([]string{"--root", r.root}, args...)...)
+	c.Stdout, c.Stderr = out, errf
+	err := c.Run()
+	res := result{stdout: readFile(outPath), stderr: readFile(errPath), outPath: outPath, errPath: errPath}
+	if ee, ok := err.(*exec.ExitError); ok {
+		res.code = ee.ExitCode()
+	} else if err != nil {
+		r.t.Fatal(err)
+	}
+	return res
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
+}
+
+func (r *rt) state(id string) map[string]any {
+	r.t.Helper()
+	res := r.run("state", id)
+	if res.code != 0 {
+		r.t.Fatalf("state %s: exit %d: %s", id, res.code, res.stderr)
+	}
+	var st map[string]any
+	if err := json.Unmarshal([]byte(res.stdout), &st); err != nil {
+		r.t.Fatalf("state %s: %v: %s", id, err, res.stdout)
+	}
+	return st
+}
+
+// entries lists what the runtime's root holds, but its cache.
+func (r *rt) entries() []string {
+	ents, _ := os.ReadDir(r.root)
+	var names []string
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	return names
+}
+
+func TestRuntimeLifecycle(t *testing.T) {
+	r := newRuntime(t)
+	b := bundle(t, nil)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	created := r.run("create", "--bundle", b, "--pid-file", pidFile, "life")
+	if created.code != 0 {
+		t.Fatalf("create: exit %d: %s", created.code, created.stderr)
+	}
+	defer r.run("delete", "--force", "life")
+	st := r.state("life")
+	pid, _ := strconv.Atoi(readFile(pidFile))
+	if st["status"] != "created" || int(st["pid"].(float64)) != pid || pid == 0 || st["bundle"] != b || st["id"] != "life" {
+		t.Fatalf("state after create: %v (pid file %d)", st, pid)
+	}
+	if res := r.run("start", "life"); res.code != 0 {
+		t.Fatalf("start: exit %d: %s", res.code, res.stderr)
+	}
+	if st := r.state("life"); st["status"] != "running" {
+		t.Fatalf("state after start: %v", st)
+	}
+	if res := r.run("start", "life"); res.code == 0 || !strings.Contains(res.stderr, "already running") {
+		t.Fatalf("second start: exit %d: %s", res.code, res.stderr)
+	}
+	waitOutput := func(path, want string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(readFile(path), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never held %q: %q", path, want, readFile(path))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// The create's stdout and stderr are the container's.
+	waitOutput(created.outPath, "out")
+	waitOutput(created.errPath, "err")
+
+	res := r.run("exec", "life", "sh", "-c", "hostname; echo exec-err >&2; exit 6")
+	if res.code != 6 || res.stdout != "hutch-test\n" || res.stderr != "exec-err\n" {
+		t.Fatalf("exec: exit %d (want 6), stdout %q, stderr %q", res.code, res.stdout, res.stderr)
+	}
+	if res := r.run("delete", "life"); res.code == 0 || !strings.Contains(res.stderr, "cannot delete container life that is not stopped: running") {
+		t.Fatalf("delete of a running container: exit %d: %s", res.code, res.stderr)
+	}
+	if res := r.run("kill", "life", "TERM"); res.code != 0 {
+		t.Fatalf("kill TERM: exit %d: %s", res.code, res.stderr)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for r.state("life")["status"] != "stopped" {
+		if time.Now().After(deadline) {
+			t.Fatal("the container did not stop after SIGTERM")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if procStatus(pid) != nil {
+		t.Fatalf("the container's pid %d outlived it", pid)
+	}
+	if res := r.run("kill", "life", "9"); res.code == 0 || !strings.Contains(res.stderr, "container not running") {
+		t.Fatalf("kill of a stopped container: exit %d: %s", res.code, res.stderr)
+	}
+	if res := r.run("delete", "life"); res.code != 0 {
+		t.Fatalf("delete: exit %d: %s", res.code, res.stderr)
+	}
+	if res := r.run("state", "life"); res.code == 0 || !strings.Contains(res.stderr, "does not exist") {
+		t.Fatalf("state after delete: exit %d: %s", res.code, res.stderr)
+	}
+	if left := r.entries(); len(left) != 0 {
+		t.Fatalf("the root still holds %v", left)
+	}
+}
+
+// TestRuntimeSignalStatus: the pid engines wait on exits 128+N when the
+// container's process dies of signal N.
+func TestRuntimeSignalStatus(t *testing.T) {
+	r := newRuntime(t)
+	b := bundle(t, func(s *specs.Spec) { s.Process.Args = []string{"sleep", "1000"} })
+	c := exec.Command(runtimeBin, "--root", r.root, "run", "--bundle", b, "sig")
+	outPath := filepath.Join(r.dir, "run-output")
+	out, _ := os.Create(outPath)
+	defer out.Close()
+	c.Stdout, c.Stderr = out, out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if res := r.run("state", "sig"); res.code == 0 && strings.Contains(res.stdout, `"running"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			c.Process.Kill()
+			t.Fatalf("the container never ran: %s", readFile(outPath))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if res := r.run("kill", "sig", "SIGUSR1"); res.code != 0 {
+		t.Fatalf("kill SIGUSR1: exit %d: %s", res.code, res.stderr)
+	}
+	err := c.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+10 {
+		t.Fatalf("run after SIGUSR1: %v, want exit 138", err)
+	}
+	if left := r.entries(); len(left) != 0 {
+		t.Fatalf("run left %v in the root", left)
+	}
+}
+
+// TestRuntimeBadBundles: create refuses a bad bundle with runc's words,
+// exit 1, and leaves no state behind.
+func TestRuntimeBadBundles(t *testing.T) {
+	cases := []struct {
+		name  string
+		id    string
+		setup func(t *testing.T) string
+		want  string
+	}{
+		{"no config.json", "c1", func(t *testing.T) string {
+			b := bundle(t, nil)
+			os.Remove(filepath.Join(b, "config.json"))
+			return b
+		}, "JSON specification file config.json not found"},
+		{"invalid JSON", "c2", func(t *testing.T) string {
+			b := bundle(t, nil)
+			os.WriteFile(filepath.Join(b, "config.json"), []byte(`{"ociVersion": "1.0.2", "process": `), 0o644)
+			return b
+		}, "unexpected end of JSON input"},
+		{"missing rootfs", "c3", func(t *testing.T) string {
+			b := bundle(t, nil)
+			os.RemoveAll(filepath.Join(b, "rootfs"))
+			return b
+		}, "/rootfs) does not exist"},
+		{"unknown OCI version", "c4", func(t *testing.T) string {
+			return bundle(t, func(s *specs.Spec) { s.Version = "2.0.0" })
+		}, `unsupported ociVersion \"2.0.0\"`}, // quoted as runc's logfmt quotes it
+		{"no process", "c5", func(t *testing.T) string {
+			return bundle(t, func(s *specs.Spec) { s.Process = nil })
+		}, "process property must not be empty"},
+		{"bad id", "../escape", func(t *testing.T) string { return bundle(t, nil) }, "invalid container id format"},
+		{"terminal without console socket", "c6", func(t *testing.T) string {
+			return bundle(t, func(s *specs.Spec) { s.Process.Terminal = true })
+		}, "cannot allocate tty"},
+		{"Kata rootless annotation false", "c7", func(t *testing.T) string {
+			return bundle(t, func(s *specs.Spec) {
+				s.Annotations = map[string]string{"io.katacontainers.config.hypervisor.rootless": "false"}
+			})
+		}, "is not supported"},
+	}
+	r := newRuntime(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res := r.run("create", "--bundle", tc.setup(t), tc.id)
+			if res.code != 1 || !strings.Contains(res.stderr, tc.want) || strings.Count(strings.TrimSpace(res.stderr), "\n") != 0 {
+				t.Fatalf("create: exit %d (want 1), stderr %q (want one line with %q)", res.code, res.stderr, tc.want)
+			}
+			if left := r.entries(); len(left) != 0 {
+				t.Fatalf("a refused create left %v", left)
+			}
+		})
+	}
+	t.Run("duplicate id", func(t *testing.T) {
+		b := bundle(t, nil)
+		if res := r.run("create", "--bundle", b, "dup"); res.code != 0 {
+			t.Fatalf("create: exit %d: %s", res.code, res.stderr)
+		}
+		defer r.run("delete", "--force", "dup")
+		before := r.state("dup")
+		res := r.run("create", "--bundle", b, "dup")
+		if res.code != 1 || !strings.Contains(res.stderr, "container with given ID already exists") {
+			t.Fatalf("second create: exit %d, stderr %q", res.code, res.stderr)
+		}
+		if after := r.state("dup"); after["pid"] != before["pid"] || after["status"] != "created" {
+			t.Fatalf("the first container changed: %v, then %v", before, after)
+		}
+	})
+}
+
+// TestRuntimeCLI checks the parts engines parse: the version's three
+// lines, features, and JSON log lines.
+func TestRuntimeCLI(t *testing.T) {
+	r := newRuntime(t)
+	res := r.run("--version")
+	lines := strings.Split(strings.TrimSpace(res.stdout), "\n")
+	if res.code != 0 || len(lines) != 3 || !strings.HasPrefix(lines[0], "hutch-runtime version ") ||
+		!strings.HasPrefix(lines[1], "commit: ") || lines[2] != "spec: "+specs.Version {
+		t.Fatalf("--version: exit %d: %q", res.code, res.stdout)
+	}
+	res = r.run("features")
+	var f struct {
+		OCIVersionMax string   `json:"ociVersionMax"`
+		MountOptions  []string `json:"mountOptions"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &f); err != nil || f.OCIVersionMax != specs.Version || len(f.MountOptions) == 0 {
+		t.Fatalf("features: %v: %s", err, res.stdout)
+	}
+	log := filepath.Join(t.TempDir(), "log.json")
+	res = r.run("--log", log, "--log-format", "json", "state", "nosuch")
+	if res.code != 1 {
+		t.Fatalf("state of an unknown id: exit %d", res.code)
+	}
+	var entry map[string]string
+	if err := json.Unmarshal([]byte(strings.TrimSpace(readFile(log))), &entry); err != nil {
+		t.Fatalf("log line: %v: %q", err, readFile(log))
+	}
+	if entry["level"] != "error" || !strings.Contains(entry["msg"], "does not exist") || entry["time"] == "" {
+		t.Fatalf("log line %v, want level error, a time, and runc's message", entry)
+	}
+	for _, sig := range []string{"0", "65", "NOSUCH"} {
+		if res := r.run("kill", "x", sig); res.code != 1 || !strings.Contains(res.stderr, "signal") {
+			t.Errorf("kill with signal %q: exit %d: %s", sig, res.code, res.stderr)
+		}
+	}
+}
