@@ -39,6 +39,7 @@ func vmNames(psJSON string) []string {
 // hutch's key and the user's own runcmd, ssh, cp both ways, the host keys
 // pinned from the console, and the errors once the VM is stopped.
 func TestDebianCloudGuest(t *testing.T) {
+	t.Parallel()
 	u := newVMUser(t)
 	if got := strings.TrimSpace(u.must("image", "import", "--name", "debian12", debian.Disk)); got != "debian12" {
 		t.Fatalf("image import printed %q", got)
@@ -140,6 +141,33 @@ func TestDebianCloudGuest(t *testing.T) {
 	}
 }
 
+// TestSSHOnly: the plain case, --ssh and nothing else of cloud-init's,
+// on an image named by path and a generated VM name.
+func TestSSHOnly(t *testing.T) {
+	t.Parallel()
+	u := newVMUser(t)
+	start := time.Now()
+	name := strings.TrimSpace(u.must("run", "--memory", "1G", "--kernel", debian.Kernel, "--initrd", debian.Initrd,
+		"--append", guestAppend, "--ssh", "--wait", "--wait-timeout", waitTimeout, debian.Disk))
+	t.Logf("hutch run --ssh --wait returned after %s", time.Since(start).Round(time.Second))
+	pub, err := os.ReadFile(u.path("data/hutch/ssh/id_ed25519.pub"))
+	if err != nil {
+		t.Fatalf("no hutch key pair: %v", err)
+	}
+	assertOwner(t, u.path("data/hutch/ssh/id_ed25519"), u.uid)
+	keys := u.must("ssh", name, "--", "cat", ".ssh/authorized_keys")
+	if !strings.Contains(keys, strings.TrimSpace(string(pub))) {
+		t.Errorf("authorized_keys in the guest %q lacks hutch's key %q", keys, pub)
+	}
+	if h := strings.TrimSpace(u.must("ssh", name, "--", "hostname")); h != name {
+		t.Errorf("guest hostname %q, want the vm's name %q", h, name)
+	}
+	if ip := u.must("ssh", name, "--", "ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(ip, "dynamic") {
+		t.Errorf("eth0 has no address from DHCP: %q", ip)
+	}
+	u.must("rm", "-f", name)
+}
+
 // TestBadInput: what the user gets wrong fails at once, exit 2, one line
 // naming the problem and the fix, and leaves no VM behind.
 func TestBadInput(t *testing.T) {
@@ -194,6 +222,14 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("ssh to a vm without --ssh: %s", r)
 	}
 	u.must("rm", "-f", "plain")
+
+	// --wait that runs out: exit 1, pointing at the console log; the VM
+	// is left running to be looked at.
+	r = u.run(with("--name", "slow", "--ssh", "--wait", "--wait-timeout", "2s", debian.Disk)...)
+	if r.code != 1 || !strings.Contains(r.stderr, `vm "slow": no ssh login within 2s`) || !strings.Contains(r.stderr, "hutch logs slow") {
+		t.Errorf("--wait timing out: %s", r)
+	}
+	u.must("rm", "-f", "slow")
 }
 
 // TestImportRaw: a raw image is converted into the cache as qcow2, and
