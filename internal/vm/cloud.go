@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"os/user"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/hutch-vm/hutch/internal/cloudinit"
@@ -174,11 +173,11 @@ func (e *Engine) WaitSSH(name string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	last := "the guest's ssh server never answered"
 	for time.Now().Before(deadline) {
+		if rec, err := e.Get(name); err == nil && rec.live().State == StateStopped {
+			return fmt.Errorf("vm %q stopped before ssh answered: see what it printed with hutch logs %s", name, name)
+		}
 		t, err := e.SSHTarget(name)
 		if err != nil {
-			if IsInput(err) && strings.Contains(err.Error(), "is stopped") {
-				return fmt.Errorf("vm %q stopped before ssh answered: see what it printed with hutch logs %s", name, name)
-			}
 			return err
 		}
 		addr := net.JoinHostPort(t.Host, fmt.Sprint(t.Port))
