@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -102,19 +103,14 @@ func (a *guestAgent) start(id uint32, p Process) error {
 	return nil
 }
 
-// spawn starts the process with p's rlimits, umask and no_new_privs. The
-// first two are per process and the last per thread, so they are set on
-// the agent around the fork, one start at a time.
+// spawn starts the process with p's rlimits, umask, capabilities and
+// no_new_privs. Rlimits and the umask are per process: they are set on the
+// agent around the fork, one start at a time. Capabilities and
+// no_new_privs are per thread and cannot all be undone: a thread of its
+// own takes them, forks, and ends with its goroutine.
 func (a *guestAgent) spawn(path string, p Process, attr *os.ProcAttr) (int, error) {
 	a.startMu.Lock()
 	defer a.startMu.Unlock()
-	runtime.LockOSThread()
-	// no_new_privs cannot be undone: the thread must not run anything else.
-	if !p.NoNewPrivs {
-		defer runtime.UnlockOSThread()
-	} else if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return 0, fmt.Errorf("set no_new_privs: %w", err)
-	}
 	for _, r := range p.Rlimits {
 		res, ok := rlimits[r.Type]
 		if !ok {
@@ -131,6 +127,38 @@ func (a *guestAgent) spawn(path string, p Process, attr *os.ProcAttr) (int, erro
 		old := unix.Umask(int(*p.Umask))
 		defer unix.Umask(old)
 	}
+	type result struct {
+		pid int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		pid, err := forkAs(path, p, attr)
+		done <- result{pid, err}
+	}()
+	r := <-done
+	return r.pid, r.err
+}
+
+// forkAs starts the process from the calling thread, which it first gives
+// p's no_new_privs, bounding and inheritable sets; the ambient set is
+// raised in the child after it changes uid. The kernel then gives a
+// process of uid 0 the bounding set as permitted and effective, and any
+// other uid its ambient set, as with runc.
+func forkAs(path string, p Process, attr *os.ProcAttr) (int, error) {
+	if p.NoNewPrivs {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return 0, fmt.Errorf("set no_new_privs: %w", err)
+		}
+	}
+	if c := p.Capabilities; c != nil {
+		ambient, err := setCapabilities(*c)
+		if err != nil {
+			return 0, err
+		}
+		attr.Sys.AmbientCaps = ambient
+	}
 	proc, err := os.StartProcess(path, p.Args, attr)
 	if err != nil {
 		return 0, err
@@ -138,6 +166,68 @@ func (a *guestAgent) spawn(path string, p Process, attr *os.ProcAttr) (int, erro
 	pid := proc.Pid
 	proc.Release() // reap collects it
 	return pid, nil
+}
+
+// capabilityNames are the capabilities by number.
+var capabilityNames = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
+	"CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+	"CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
+	"CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+	"CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+	"CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
+	"CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND",
+	"CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"}
+
+// CapabilityMask is the set of named capabilities as a bit mask. Names
+// the agent does not know are left out, as runc ignores them.
+func CapabilityMask(names []string) uint64 {
+	var m uint64
+	for _, n := range names {
+		if i := slices.Index(capabilityNames, n); i >= 0 {
+			m |= 1 << i
+		}
+	}
+	return m
+}
+
+// setCapabilities drops from the calling thread's bounding set what c's
+// does not hold and sets its inheritable set to c's; it returns c's
+// ambient set for the child to raise.
+func setCapabilities(c Capabilities) ([]uintptr, error) {
+	bounding, ambient := CapabilityMask(c.Bounding), CapabilityMask(c.Ambient)
+	var raise []uintptr
+	for n := 0; n < 64; n++ {
+		// PR_CAPBSET_READ fails past the kernel's last capability.
+		if _, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(n), 0, 0, 0); err != nil {
+			break
+		}
+		if bounding&(1<<n) == 0 {
+			if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(n), 0, 0, 0); err != nil {
+				return nil, fmt.Errorf("drop %s from the bounding set: %w", capabilityName(n), err)
+			}
+		}
+		if ambient&(1<<n) != 0 {
+			raise = append(raise, uintptr(n))
+		}
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return nil, fmt.Errorf("read capabilities: %w", err)
+	}
+	inheritable := CapabilityMask(c.Inheritable)
+	data[0].Inheritable, data[1].Inheritable = uint32(inheritable), uint32(inheritable>>32)
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return nil, fmt.Errorf("set the inheritable capabilities: %w", err)
+	}
+	return raise, nil
+}
+
+func capabilityName(n int) string {
+	if n < len(capabilityNames) {
+		return capabilityNames[n]
+	}
+	return fmt.Sprintf("capability %d", n)
 }
 
 var rlimits = map[string]int{

@@ -119,6 +119,18 @@ type Process struct {
 	Rlimits        []Rlimit `json:"rlimits,omitempty"`
 	NoNewPrivs     bool     `json:"noNewPrivileges,omitempty"`
 	Umask          *uint32  `json:"umask,omitempty"`
+	// Capabilities are the OCI capability sets by name (CAP_CHOWN...);
+	// nil leaves the process the capabilities uid 0 has, as runc does.
+	Capabilities *Capabilities `json:"capabilities,omitempty"`
+}
+
+// Capabilities are a process's five capability sets, by name.
+type Capabilities struct {
+	Bounding    []string `json:"bounding,omitempty"`
+	Effective   []string `json:"effective,omitempty"`
+	Inheritable []string `json:"inheritable,omitempty"`
+	Permitted   []string `json:"permitted,omitempty"`
+	Ambient     []string `json:"ambient,omitempty"`
 }
 
 // Rlimit is one OCI rlimit, by its name (RLIMIT_NOFILE...).

@@ -24,6 +24,10 @@ func ProcessOf(p *specs.Process) agent.Process {
 	for _, r := range p.Rlimits {
 		out.Rlimits = append(out.Rlimits, agent.Rlimit{Type: r.Type, Hard: r.Hard, Soft: r.Soft})
 	}
+	if c := p.Capabilities; c != nil {
+		out.Capabilities = &agent.Capabilities{Bounding: c.Bounding, Effective: c.Effective,
+			Inheritable: c.Inheritable, Permitted: c.Permitted, Ambient: c.Ambient}
+	}
 	return out
 }
 

@@ -232,10 +232,10 @@ func (r Runtime) Delete(id string, force bool) error {
 }
 
 // State is runc state's answer.
-func (r Runtime) State(id string) (any, error) {
+func (r Runtime) State(id string) (State, error) {
 	rec, err := r.load(id)
 	if err != nil {
-		return nil, err
+		return State{}, err
 	}
 	return rec.State(), nil
 }

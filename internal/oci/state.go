@@ -86,19 +86,26 @@ func (rec Record) Status() specs.ContainerState {
 	}
 }
 
-// State is the runtime-spec state of a container, with runc's extra
-// fields that engines read.
-func (rec Record) State() any {
-	pid := 0
-	status := rec.Status()
-	if status != specs.StateStopped {
-		pid = rec.Shim.Pid
+// State is runc state's JSON: the runtime-spec state with runc's extra
+// fields, and the pid always present (0 once stopped), as engines expect.
+type State struct {
+	Version     string               `json:"ociVersion"`
+	ID          string               `json:"id"`
+	Pid         int                  `json:"pid"`
+	Status      specs.ContainerState `json:"status"`
+	Bundle      string               `json:"bundle"`
+	Rootfs      string               `json:"rootfs"`
+	Created     time.Time            `json:"created"`
+	Owner       string               `json:"owner"`
+	Annotations map[string]string    `json:"annotations,omitempty"`
+}
+
+// State is the container's state now.
+func (rec Record) State() State {
+	st := State{Version: specs.Version, ID: rec.ID, Status: rec.Status(), Bundle: rec.Bundle, Rootfs: rec.Rootfs,
+		Created: rec.Created, Owner: rec.Owner, Annotations: rec.Annotations}
+	if st.Status != specs.StateStopped {
+		st.Pid = rec.Shim.Pid
 	}
-	return struct {
-		specs.State
-		Rootfs  string    `json:"rootfs"`
-		Created time.Time `json:"created"`
-		Owner   string    `json:"owner"`
-	}{specs.State{Version: specs.Version, ID: rec.ID, Status: status, Pid: pid,
-		Bundle: rec.Bundle, Annotations: rec.Annotations}, rec.Rootfs, rec.Created, rec.Owner}
+	return st
 }

@@ -1,0 +1,126 @@
+package oci
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func writeBundle(t *testing.T, config string, rootfs bool) string {
+	dir := t.TempDir()
+	if rootfs {
+		os.Mkdir(filepath.Join(dir, "rootfs"), 0o755)
+	}
+	if config != "" {
+		os.WriteFile(filepath.Join(dir, ConfigFile), []byte(config), 0o644)
+	}
+	return dir
+}
+
+func TestLoadBundle(t *testing.T) {
+	good := `{"ociVersion":"1.0.2-dev","root":{"path":"rootfs"},"process":{"args":["sh"],"cwd":"/"}}`
+	for _, tc := range []struct {
+		name, config string
+		rootfs       bool
+		want         string // "" for success
+	}{
+		{"good", good, true, ""},
+		{"1.2 spec", strings.Replace(good, "1.0.2-dev", "1.2.0", 1), true, ""},
+		{"no config", "", true, "JSON specification file config.json not found"},
+		{"invalid JSON", `{"ociVersion":`, true, "parse "},
+		{"no version", `{"root":{"path":"rootfs"},"process":{"args":["sh"],"cwd":"/"}}`, true, "no ociVersion"},
+		{"version 2", strings.Replace(good, "1.0.2-dev", "2.0.0", 1), true, `unsupported ociVersion "2.0.0"`},
+		{"version garbage", strings.Replace(good, "1.0.2-dev", "1.0", 1), true, "unsupported ociVersion"},
+		{"no rootfs", good, false, "rootfs ("},
+		{"no root", `{"ociVersion":"1.0.2","process":{"args":["sh"],"cwd":"/"}}`, true, "root must be specified"},
+		{"no process", `{"ociVersion":"1.0.2","root":{"path":"rootfs"}}`, true, "process property must not be empty"},
+		{"no args", `{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/"}}`, true, "args must not be empty"},
+		{"relative cwd", `{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["sh"],"cwd":"tmp"}}`, true, "not an absolute path"},
+		{"relative mount", `{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["sh"],"cwd":"/"},"mounts":[{"destination":"proc"}]}`, true, "mount destination"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := LoadBundle(writeBundle(t, tc.config, tc.rootfs))
+			if tc.want == "" {
+				if err != nil || !filepath.IsAbs(b.Rootfs) {
+					t.Fatalf("LoadBundle: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("LoadBundle: %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckID(t *testing.T) {
+	for _, id := range []string{"a", "abc-1.2_x", "0123456789abcdef"} {
+		if err := CheckID(id); err != nil {
+			t.Errorf("CheckID(%q): %v", id, err)
+		}
+	}
+	for _, id := range []string{"", ".", "..", "a/b", "../x", "a b", "a\n"} {
+		if err := CheckID(id); err == nil {
+			t.Errorf("CheckID(%q) accepted", id)
+		}
+	}
+}
+
+func TestChooseVMMUser(t *testing.T) {
+	user := specs.User{UID: 1234, GID: 1235, AdditionalGids: []uint32{0, 27, 1235, 27}}
+	for _, tc := range []struct {
+		name       string
+		euid       int
+		rootIsUser bool
+		user       specs.User
+		kvm        []uint32
+		want       VMMUser
+	}{
+		{"unprivileged engine", 1000, false, user, nil, VMMUser{Kind: KindSelf}},
+		{"rootless engine's namespace", 0, true, user, nil, VMMUser{Kind: KindNamespaceRoot, Groups: []uint32{}}},
+		{"root, container user", 0, false, user, nil, VMMUser{Kind: KindProcessUser, UID: 1234, GID: 1235, Groups: []uint32{27}}},
+		{"root, container user, kvm", 0, false, user, []uint32{108}, VMMUser{Kind: KindProcessUser, UID: 1234, GID: 1235, Groups: []uint32{27, 108}}},
+		{"root, container root", 0, false, specs.User{}, nil, VMMUser{Kind: KindLease, Groups: []uint32{}}},
+		{"root, container root, kvm", 0, false, specs.User{}, []uint32{108}, VMMUser{Kind: KindLease, Groups: []uint32{108}}},
+		{"root, uid but group 0", 0, false, specs.User{UID: 5}, nil, VMMUser{Kind: KindLease, Groups: []uint32{}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ChooseVMMUser(tc.euid, tc.rootIsUser, tc.user, tc.kvm)
+			if got.Kind != tc.want.Kind || got.UID != tc.want.UID || got.GID != tc.want.GID || !slices.Equal(got.Groups, tc.want.Groups) {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestMachineSize(t *testing.T) {
+	limit, quota, period := int64(1<<30), int64(150000), uint64(100000)
+	s := &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{
+		Memory: &specs.LinuxMemory{Limit: &limit}, CPU: &specs.LinuxCPU{Quota: &quota, Period: &period}}}}
+	if mem, cpus := machineSize(s); mem != 1024 || cpus != 2 {
+		t.Fatalf("machineSize = %d MiB, %d CPUs; want 1024, 2", mem, cpus)
+	}
+	small := int64(16 << 20)
+	s.Linux.Resources.Memory.Limit = &small
+	if mem, _ := machineSize(s); mem != 128 {
+		t.Fatalf("a 16 MiB limit gives %d MiB, want the 128 MiB floor", mem)
+	}
+	if mem, cpus := machineSize(&specs.Spec{}); mem != 256 || cpus != 1 {
+		t.Fatalf("defaults %d MiB, %d CPUs", mem, cpus)
+	}
+}
+
+func TestStateJSON(t *testing.T) {
+	rec := Record{ID: "c", Bundle: "/b", Annotations: map[string]string{"a": "b"}}
+	b, _ := json.Marshal(rec.State())
+	var st map[string]any
+	json.Unmarshal(b, &st)
+	if st["status"] != "stopped" || st["pid"] != float64(0) || st["ociVersion"] != specs.Version || st["bundle"] != "/b" {
+		t.Fatalf("state of a container without a live shim: %s", b)
+	}
+}
