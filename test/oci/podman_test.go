@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hutch-vm/hutch/internal/console"
+	"github.com/hutch-vm/hutch/test/ocitest"
 )
 
 // result is a finished command.
@@ -148,8 +149,8 @@ func TestPodmanDetachStopRemove(t *testing.T) {
 			t.Errorf("VMM %s = %q, want %q", field, st[field], want)
 		}
 	}
-	if uid := strings.Fields(st["Uid"]); uid[0] != fmt.Sprint(podman.uid) || uid[1] != uid[0] {
-		t.Errorf("VMM Uid %q, want the user's uid %d", st["Uid"], podman.uid)
+	if uid := strings.Fields(st["Uid"]); uid[0] != fmt.Sprint(podman.UID) || uid[1] != uid[0] {
+		t.Errorf("VMM Uid %q, want the user's uid %d", st["Uid"], podman.UID)
 	}
 	if r := runCmd(t, podman.podman("ps", "--format", "{{.Names}} {{.Status}}")); !strings.Contains(r.stdout, name+" Up") {
 		t.Fatalf("podman ps does not show %s running:\n%s%s", name, r.stdout, r.stderr)
@@ -204,7 +205,7 @@ func TestPodmanPublish(t *testing.T) {
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if strings.Contains(string(body), pageText) {
+			if strings.Contains(string(body), ocitest.PageText) {
 				return
 			}
 			err = fmt.Errorf("status %s, body %q", resp.Status, body)
