@@ -20,10 +20,10 @@ import (
 // to hutch-runtime first, then in PATH.
 const AgentBinary = "hutch-agent"
 
-// agentModules are what the agent loads: the PCI transport, the rootfs
+// AgentModules are what the agent loads: the PCI transport, the rootfs
 // disk, the NIC and the virtio-serial port it talks on. Built-in or absent
 // ones are skipped (ext4 is built into Debian's kernels).
-var agentModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "ext4"}
+var AgentModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "ext4"}
 
 // Guest is the kernel and initramfs a container's VM boots.
 type Guest struct {
@@ -66,7 +66,7 @@ func BuildGuest(cacheDir, bootDir, modulesRoot string) (Guest, error) {
 	}
 	h := sha256.New()
 	h.Write(agent)
-	fmt.Fprintf(h, "\x00%s\x00%s\x00%v", guestVersion, release, agentModules)
+	fmt.Fprintf(h, "\x00%s\x00%s\x00%v", guestVersion, release, AgentModules)
 	g := Guest{Kernel: kernel, Release: release,
 		Initrd: filepath.Join(cacheDir, "agent-"+hex.EncodeToString(h.Sum(nil))[:16]+".initrd.gz")}
 	if _, err := os.Stat(g.Initrd); err == nil {
@@ -74,7 +74,7 @@ func BuildGuest(cacheDir, bootDir, modulesRoot string) (Guest, error) {
 	}
 	modDir := filepath.Join(modulesRoot, release)
 	var mods []string
-	for _, m := range agentModules {
+	for _, m := range AgentModules {
 		if _, err := guest.ResolveModules(modDir, []string{m}); err == nil {
 			mods = append(mods, m)
 		}

@@ -124,6 +124,7 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 	if s.vm, err = s.bootVM(g, true); err != nil {
 		return 1, err
 	}
+	slog.Info("the VMM runs", "pid", s.vm.cmd.Process.Pid, "as", s.vm.user.Kind)
 	defer s.vm.kill()
 	if s.vm.notice != "" {
 		slog.Info(s.vm.notice)
@@ -159,6 +160,7 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 	go s.serve(l)
 	go s.dispatch(frames)
 
+	slog.Info("created")
 	fmt.Fprintln(ready, "ok")
 	ready.Close()
 
@@ -166,6 +168,7 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 	for {
 		select {
 		case e := <-s.exit:
+			slog.Info("the container's process exited", "status", e.Status())
 			return s.finish(e.Status()), nil
 		case err := <-vmmDone:
 			// The guest went away without reporting an exit.
@@ -221,6 +224,7 @@ func (s *shim) handshake(frames <-chan agent.Frame, recvErr <-chan error) error 
 	if err := wait(agent.TypeReady); err != nil {
 		return err
 	}
+	slog.Info("the guest agent is up")
 	setup, err := s.setup()
 	if err != nil {
 		return err
