@@ -169,14 +169,26 @@ func ParseMountOptions(opts []string) (flags uintptr, data string) {
 	return flags, strings.Join(rest, ",")
 }
 
+// bindSources holds, outside the container's root, the empty directories
+// that stand for bind-mounted host directories.
+const bindSources = "/binds"
+
+// propagation are the OCI mount options that set a mount's propagation.
+var propagation = map[string]uintptr{
+	"shared": unix.MS_SHARED, "rshared": unix.MS_SHARED | unix.MS_REC,
+	"slave": unix.MS_SLAVE, "rslave": unix.MS_SLAVE | unix.MS_REC,
+	"private": unix.MS_PRIVATE, "rprivate": unix.MS_PRIVATE | unix.MS_REC,
+	"unbindable": unix.MS_UNBINDABLE, "runbindable": unix.MS_UNBINDABLE | unix.MS_REC,
+}
+
 // mount makes one OCI mount under root. Bind mounts of host directories
-// cannot reach the guest (it shares no filesystem with the host): their
-// destination is an empty directory, which the host side has said.
+// cannot reach the guest (it shares no filesystem with the host): an
+// empty directory named like the source is bind-mounted there instead,
+// with the mount's flags, which the host side has said.
 func mount(root string, m Mount) error {
 	dst := filepath.Join(root, m.Destination)
 	if m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind") {
-		os.MkdirAll(dst, 0o755)
-		return nil
+		return bindEmpty(dst, m)
 	}
 	flags, data := ParseMountOptions(m.Options)
 	typ := m.Type
@@ -200,6 +212,37 @@ func mount(root string, m Mount) error {
 			return nil
 		}
 		return fmt.Errorf("mount %s (%s, %q): %w", m.Destination, typ, data, err)
+	}
+	return setPropagation(dst, m)
+}
+
+func bindEmpty(dst string, m Mount) error {
+	src := filepath.Join(bindSources, m.Destination, filepath.Base(m.Source))
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return fmt.Errorf("bind mount %s: %w", m.Destination, err)
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return fmt.Errorf("bind mount %s: %w", m.Destination, err)
+	}
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind mount %s: %w", m.Destination, err)
+	}
+	// A bind mount takes its flags (ro, nosuid...) only when remounted.
+	if flags, _ := ParseMountOptions(m.Options); flags != 0 {
+		if err := unix.Mount("", dst, "", unix.MS_REMOUNT|unix.MS_BIND|flags, ""); err != nil {
+			return fmt.Errorf("bind mount %s: remount with its options: %w", m.Destination, err)
+		}
+	}
+	return setPropagation(dst, m)
+}
+
+func setPropagation(dst string, m Mount) error {
+	for _, o := range m.Options {
+		if flag, ok := propagation[o]; ok {
+			if err := unix.Mount("", dst, "", flag, ""); err != nil {
+				return fmt.Errorf("mount %s: make it %s: %w", m.Destination, o, err)
+			}
+		}
 	}
 	return nil
 }

@@ -178,9 +178,9 @@ var capabilityNames = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SE
 	"CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND",
 	"CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"}
 
-// CapabilityMask is the set of named capabilities as a bit mask. Names
+// capabilityMask is the set of named capabilities as a bit mask. Names
 // the agent does not know are left out, as runc ignores them.
-func CapabilityMask(names []string) uint64 {
+func capabilityMask(names []string) uint64 {
 	var m uint64
 	for _, n := range names {
 		if i := slices.Index(capabilityNames, n); i >= 0 {
@@ -191,10 +191,13 @@ func CapabilityMask(names []string) uint64 {
 }
 
 // setCapabilities drops from the calling thread's bounding set what c's
-// does not hold and sets its inheritable set to c's; it returns c's
-// ambient set for the child to raise.
+// does not hold and sets its inheritable set to c's; it returns the
+// ambient capabilities for the child to raise. As with runc, those are
+// the ones of c's ambient set that are also inheritable and permitted
+// (the kernel refuses the others; runc warns and goes on).
 func setCapabilities(c Capabilities) ([]uintptr, error) {
-	bounding, ambient := CapabilityMask(c.Bounding), CapabilityMask(c.Ambient)
+	bounding := capabilityMask(c.Bounding)
+	ambient := capabilityMask(c.Ambient) & capabilityMask(c.Inheritable) & capabilityMask(c.Permitted)
 	var raise []uintptr
 	for n := 0; n < 64; n++ {
 		// PR_CAPBSET_READ fails past the kernel's last capability.
@@ -215,7 +218,7 @@ func setCapabilities(c Capabilities) ([]uintptr, error) {
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
 		return nil, fmt.Errorf("read capabilities: %w", err)
 	}
-	inheritable := CapabilityMask(c.Inheritable)
+	inheritable := capabilityMask(c.Inheritable)
 	data[0].Inheritable, data[1].Inheritable = uint32(inheritable), uint32(inheritable>>32)
 	if err := unix.Capset(&hdr, &data[0]); err != nil {
 		return nil, fmt.Errorf("set the inheritable capabilities: %w", err)
