@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -322,4 +323,91 @@ func TestRuntimeCLI(t *testing.T) {
 			t.Errorf("kill with signal %q: exit %d: %s", sig, res.code, res.stderr)
 		}
 	}
+}
+
+// TestRuntimeKilledShim: SIGKILL to the container's pid takes the VM with
+// it; state then says stopped and delete leaves nothing.
+func TestRuntimeKilledShim(t *testing.T) {
+	r := newRuntime(t)
+	if res := r.run("create", "--bundle", bundle(t, nil), "k9"); res.code != 0 {
+		t.Fatalf("create: exit %d: %s", res.code, res.stderr)
+	}
+	st := r.state("k9")
+	pid := int(st["pid"].(float64))
+	vmm := childQEMU(pid)
+	if vmm == 0 {
+		t.Fatal("no VMM under the shim")
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	if !waitGone(vmm) {
+		t.Fatalf("the VMM %d outlived its shim", vmm)
+	}
+	if st := r.state("k9"); st["status"] != "stopped" || st["pid"] != float64(0) {
+		t.Fatalf("state after the shim was killed: %v", st)
+	}
+	if res := r.run("delete", "k9"); res.code != 0 {
+		t.Fatalf("delete: exit %d: %s", res.code, res.stderr)
+	}
+	if left := r.entries(); len(left) != 0 {
+		t.Fatalf("delete left %v", left)
+	}
+}
+
+// TestRuntimeKilledCreate: a create killed while its VM boots leaves a
+// container that state shows and delete --force removes, VM and all.
+func TestRuntimeKilledCreate(t *testing.T) {
+	r := newRuntime(t)
+	out, _ := os.Create(filepath.Join(r.dir, "create-output"))
+	defer out.Close()
+	c := exec.Command(runtimeBin, "--root", r.root, "create", "--bundle", bundle(t, nil), "killed")
+	c.Stdout, c.Stderr = out, out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var vmm int
+	deadline := time.Now().Add(30 * time.Second)
+	for vmm == 0 && time.Now().Before(deadline) {
+		vmm = qemuUnder(c.Process.Pid)
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.Process.Kill()
+	c.Wait()
+	if vmm == 0 {
+		t.Fatal("create never started a VMM")
+	}
+	if res := r.run("state", "killed"); res.code != 0 {
+		t.Fatalf("state of the half-created container: exit %d: %s", res.code, res.stderr)
+	}
+	if res := r.run("delete", "--force", "killed"); res.code != 0 {
+		t.Fatalf("delete --force: exit %d: %s", res.code, res.stderr)
+	}
+	if !waitGone(vmm) {
+		t.Fatalf("the VMM %d outlived delete --force", vmm)
+	}
+	if left := r.entries(); len(left) != 0 {
+		t.Fatalf("delete --force left %v", left)
+	}
+}
+
+// qemuUnder finds a QEMU process whose parent's parent is pid (create ->
+// shim -> QEMU).
+func qemuUnder(pid int) int {
+	for _, q := range qemuPids(func(map[string]string) bool { return true }) {
+		ppid, _ := strconv.Atoi(procStatus(q)["PPid"])
+		if st := procStatus(ppid); st != nil && st["PPid"] == strconv.Itoa(pid) {
+			return q
+		}
+	}
+	return 0
+}
+
+func waitGone(pid int) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for procStatus(pid) != nil {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
 }
