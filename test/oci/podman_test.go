@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -139,11 +140,13 @@ func TestPodmanDetachStopRemove(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("podman run -d: exit %d: %s", r.code, r.stderr)
 	}
-	vmms := podman.vmms(0)
-	if len(vmms) != 1 {
-		t.Fatalf("want one VMM of %s, found %v", podmanUser, vmms)
+	inspect := runCmd(t, podman.podman("inspect", "--format", "{{.State.Pid}}", name))
+	pid, _ := strconv.Atoi(strings.TrimSpace(inspect.stdout))
+	vmm := childQEMU(pid)
+	if vmm == 0 {
+		t.Fatalf("no VMM under the container's pid %q: %s", inspect.stdout, inspect.stderr)
 	}
-	st := procStatus(vmms[0])
+	st := procStatus(vmm)
 	for field, want := range map[string]string{"CapEff": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"} {
 		if st[field] != want {
 			t.Errorf("VMM %s = %q, want %q", field, st[field], want)
