@@ -31,6 +31,14 @@ const (
 	kvmDevice    = "/dev/kvm"
 )
 
+// KernelCmdline is the guest kernel's command line. Besides the console
+// and a panic that ends the VM at once, it skips what a container's VM
+// has no use for and what costs most under TCG: the TSC watchdog and
+// timer check, probing a PS/2 controller, and the crypto self-tests.
+// Measured here: 1.9 s from exec to init's poweroff, against 2.4 s
+// without them (median of 4, q35, TCG).
+const KernelCmdline = "console=ttyS0 panic=-1 quiet tsc=reliable no_timer_check i8042.noaux i8042.nokbd i8042.nopnp cryptomgr.notests"
+
 // vmmRlimits: no core dumps of guest memory, a sane descriptor count.
 var vmmRlimits = []launch.Rlimit{
 	{Resource: unix.RLIMIT_CORE, Cur: 0, Max: 0},
@@ -108,8 +116,7 @@ func (s *shim) bootVM(g Guest, withNet bool) (*vm, error) {
 		}
 		return c, add(os.NewFile(uintptr(fds[1]), name)), nil
 	}
-	cfg := qemu.Config{Machine: qemu.Q35, Accel: accel, AgentPort: agent.PortName,
-		Append: "console=ttyS0 panic=-1 quiet"}
+	cfg := qemu.Config{Machine: qemu.Q35, Accel: accel, AgentPort: agent.PortName, Append: KernelCmdline}
 	cfg.MemoryMiB, cfg.CPUs = machineSize(s.bundle.Spec)
 	var err error
 	if v.serial, cfg.SerialFD, err = pair("serial"); err != nil {
