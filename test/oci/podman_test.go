@@ -131,7 +131,8 @@ func setSize(t *testing.T, f *os.File, rows, cols uint16) {
 	}
 }
 
-// TestPodmanDetachStopRemove also checks who the VMM is: under rootless
+// TestPodmanDetachStopRemove also runs podman exec in the container, and
+// checks who the VMM is: under rootless
 // Podman it is the user's own uid on the host, with nothing more.
 func TestPodmanDetachStopRemove(t *testing.T) {
 	name := "hutch-oci-detach"
@@ -157,6 +158,15 @@ func TestPodmanDetachStopRemove(t *testing.T) {
 	}
 	if r := runCmd(t, podman.podman("ps", "--format", "{{.Names}} {{.Status}}")); !strings.Contains(r.stdout, name+" Up") {
 		t.Fatalf("podman ps does not show %s running:\n%s%s", name, r.stdout, r.stderr)
+	}
+	if r := runCmd(t, podman.podman("exec", name, "sh", "-c", "echo exec-out; echo exec-err >&2; exit 5")); r.code != 5 ||
+		r.stdout != "exec-out\n" || !strings.Contains(r.stderr, "exec-err") {
+		t.Errorf("podman exec: exit %d (want 5), stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	in := podman.podman("exec", "-i", name, "cat")
+	in.Stdin = strings.NewReader("piped\n")
+	if r := runCmd(t, in); r.code != 0 || r.stdout != "piped\n" {
+		t.Errorf("podman exec -i cat: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	if r := runCmd(t, podman.podman("stop", "-t", "10", name)); r.code != 0 {
 		t.Fatalf("podman stop: exit %d: %s", r.code, r.stderr)
