@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -146,6 +147,15 @@ func TestPodmanDetachStopRemove(t *testing.T) {
 	vmm := childQEMU(pid)
 	if vmm == 0 {
 		t.Fatalf("no VMM under the container's pid %q: %s", inspect.stdout, inspect.stderr)
+	}
+	// The container's pid lives in the network namespace Podman made for it.
+	sandbox := strings.TrimSpace(runCmd(t, podman.podman("inspect", "--format", "{{.NetworkSettings.SandboxKey}}", name)).stdout)
+	var nsStat syscall.Stat_t
+	if err := syscall.Stat(sandbox, &nsStat); err != nil {
+		t.Fatalf("stat the container's network namespace %q: %v", sandbox, err)
+	}
+	if link, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid)); link != fmt.Sprintf("net:[%d]", nsStat.Ino) {
+		t.Errorf("the container's pid is in %s, not in its namespace %s (inode %d)", link, sandbox, nsStat.Ino)
 	}
 	st := procStatus(vmm)
 	for field, want := range map[string]string{"CapEff": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"} {
