@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -148,14 +147,12 @@ func TestPodmanDetachStopRemove(t *testing.T) {
 	if vmm == 0 {
 		t.Fatalf("no VMM under the container's pid %q: %s", inspect.stdout, inspect.stderr)
 	}
-	// The container's pid lives in the network namespace Podman made for it.
+	// The container's pid lives in the network namespace Podman made for
+	// it, which is bind-mounted in Podman's own mount namespace.
 	sandbox := strings.TrimSpace(runCmd(t, podman.podman("inspect", "--format", "{{.NetworkSettings.SandboxKey}}", name)).stdout)
-	var nsStat syscall.Stat_t
-	if err := syscall.Stat(sandbox, &nsStat); err != nil {
-		t.Fatalf("stat the container's network namespace %q: %v", sandbox, err)
-	}
-	if link, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid)); link != fmt.Sprintf("net:[%d]", nsStat.Ino) {
-		t.Errorf("the container's pid is in %s, not in its namespace %s (inode %d)", link, sandbox, nsStat.Ino)
+	ino := runCmd(t, podman.podman("unshare", "stat", "-L", "-c", "%i", sandbox))
+	if link, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid)); ino.code != 0 || link != "net:["+strings.TrimSpace(ino.stdout)+"]" {
+		t.Errorf("the container's pid is in %s, not in its namespace %s (inode %q, %s)", link, sandbox, ino.stdout, ino.stderr)
 	}
 	st := procStatus(vmm)
 	for field, want := range map[string]string{"CapEff": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"} {
