@@ -130,6 +130,9 @@ func (a *guestAgent) handle(f Frame) error {
 			return err
 		}
 		if err := a.setup(s); err != nil {
+			if errors.Is(err, errNotFound) {
+				return err // runc's words, which engines turn into exit status 127
+			}
 			return fmt.Errorf("set up the container: %w", err)
 		}
 		go a.watchPorts()

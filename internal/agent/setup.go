@@ -83,6 +83,11 @@ func (a *guestAgent) setup(s Setup) error {
 			return fmt.Errorf("make the root read-only: %w", err)
 		}
 	}
+	if s.Command != "" {
+		if _, err := lookPath(s.Command, s.Env); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

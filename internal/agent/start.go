@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -242,6 +243,9 @@ var rlimits = map[string]int{
 	"RLIMIT_STACK": unix.RLIMIT_STACK,
 }
 
+// errNotFound is runc's error for a command that is not there.
+var errNotFound = errors.New("executable file not found in $PATH")
+
 // lookPath resolves a command as the process's own PATH would.
 func lookPath(name string, env []string) (string, error) {
 	if strings.Contains(name, "/") {
@@ -259,7 +263,7 @@ func lookPath(name string, env []string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("exec: %q: executable file not found in $PATH", name)
+	return "", fmt.Errorf("exec: %q: %w", name, errNotFound)
 }
 
 // relayOut sends what the process writes, as frames of type t.

@@ -68,6 +68,10 @@ type Setup struct {
 	Network Network           `json:"network"`
 	Devices []Device          `json:"devices,omitempty"`
 	Sysctl  map[string]string `json:"sysctl,omitempty"`
+	// Command and Env name the container's executable, found at setup as
+	// runc's create finds it, so a missing one fails create, not start.
+	Command string   `json:"command,omitempty"`
+	Env     []string `json:"env,omitempty"`
 }
 
 // Mount is an OCI mount the guest performs inside the container's root.

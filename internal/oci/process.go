@@ -65,7 +65,7 @@ func netNamespacePath(s *specs.Spec) (path string, own bool) {
 // directories become empty directories, said in the shim's log.
 func (s *shim) setup() (agent.Setup, error) {
 	spec := s.bundle.Spec
-	out := agent.Setup{Hostname: spec.Hostname, Rootfs: "/dev/vda",
+	out := agent.Setup{Hostname: spec.Hostname, Rootfs: "/dev/vda", Command: spec.Process.Args[0], Env: spec.Process.Env,
 		Network: agent.Network{Enabled: true, Address: guestAddress, Gateway: guestGateway, DNS: guestDNS}}
 	if spec.Root != nil {
 		out.RootfsReadonly = spec.Root.Readonly

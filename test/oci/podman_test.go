@@ -62,6 +62,15 @@ func TestPodmanRunOutputAndExitStatus(t *testing.T) {
 	}
 }
 
+// TestPodmanMissingCommand: as with runc, create finds the command, and
+// Podman reports the exit status a shell gives for a missing one.
+func TestPodmanMissingCommand(t *testing.T) {
+	r := runCmd(t, podman.podman("run", "--rm", image, "no-such-command"))
+	if r.code != 127 || !strings.Contains(r.stderr, `executable file not found in $PATH`) {
+		t.Fatalf("exit %d (want 127), stderr %s", r.code, r.stderr)
+	}
+}
+
 func TestPodmanStdin(t *testing.T) {
 	c := podman.podman("run", "-i", "--rm", image, "cat")
 	c.Stdin = strings.NewReader("x\n")
