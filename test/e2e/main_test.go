@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hutch-vm/hutch/test/hostproc"
 	"github.com/hutch-vm/hutch/test/testguest"
 )
 
@@ -122,22 +123,5 @@ func userPids() []int {
 	return pids
 }
 
-// procStatus reads /proc/<pid>/status as a map; nil if the process is
-// gone. A zombie counts as gone: it has exited and holds nothing, and
-// whether it is reaped soon is up to the machine's init.
-func procStatus(pid int) map[string]string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return nil
-	}
-	m := map[string]string{}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok {
-			m[k] = strings.TrimSpace(v)
-		}
-	}
-	if strings.HasPrefix(m["State"], "Z") {
-		return nil
-	}
-	return m
-}
+// procStatus is the process's status; nil once it is gone.
+func procStatus(pid int) map[string]string { return hostproc.Status(pid) }

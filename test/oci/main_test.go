@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hutch-vm/hutch/internal/guest"
+	"github.com/hutch-vm/hutch/test/hostproc"
 	"github.com/hutch-vm/hutch/test/ocitest"
 )
 
@@ -144,20 +145,5 @@ func qemuPids(keep func(map[string]string) bool) []int {
 	return pids
 }
 
-// procStatus reads /proc/<pid>/status; nil for a gone or zombie process.
-func procStatus(pid int) map[string]string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return nil
-	}
-	m := map[string]string{}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok {
-			m[k] = strings.TrimSpace(v)
-		}
-	}
-	if strings.HasPrefix(m["State"], "Z") {
-		return nil
-	}
-	return m
-}
+// procStatus is the process's status; nil once it is gone.
+func procStatus(pid int) map[string]string { return hostproc.Status(pid) }
