@@ -17,7 +17,8 @@ PACKAGES := qemu-system-x86 qemu-utils passt busybox-static linux-image-cloud-am
 # beside itself.
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/hutch ./cmd/hutch
-	CGO_ENABLED=0 $(GO) build -o bin/hutch-runtime ./cmd/hutch-runtime
+	CGO_ENABLED=0 $(GO) build -ldflags "-X main.commit=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+		-o bin/hutch-runtime ./cmd/hutch-runtime
 	CGO_ENABLED=0 $(GO) build -o bin/hutch-agent ./cmd/hutch-agent
 
 deps:
