@@ -75,17 +75,8 @@ func (l *libvirtSession) run(args ...string) error {
 // them started by this driver's virsh calls.
 func (l *libvirtSession) daemons() []int {
 	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		comm, err := os.ReadFile("/proc/" + e.Name() + "/comm")
-		if err != nil || !libvirtDaemons[strings.TrimSpace(string(comm))] {
-			continue
-		}
-		if uid, ok := procUID(pid); ok && uid == l.b.uid {
+	for pid, comm := range userProcs(l.b.uid) {
+		if libvirtDaemons[comm] {
 			pids = append(pids, pid)
 		}
 	}
