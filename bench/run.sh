@@ -36,3 +36,14 @@ trap 'rm -rf "$tmp"' EXIT
 if [[ ${NET_ARGS:-} != skip ]]; then
 	"$GO" run ./bench/net -guest "$(cat "$tmp/guest.json")" -hutch bin/hutch -user "$user" ${NET_ARGS:--runs 3 -size 128}
 fi
+
+# The container benchmark: `podman run --rm IMAGE true` with hutch-runtime
+# against runc and a raw boot of the same kernel, as its own user; it
+# rewrites its marked section of docs/benchmarks.md. OCI_ARGS, e.g.
+# "-runs 11", tunes it; OCI_ARGS=skip leaves it out.
+if [[ ${OCI_ARGS:-} != skip ]]; then
+	chmod 755 "$tmp"
+	CGO_ENABLED=0 "$GO" build -o "$tmp/hutch-runtime" ./cmd/hutch-runtime
+	CGO_ENABLED=0 "$GO" build -o "$tmp/hutch-agent" ./cmd/hutch-agent
+	"$GO" run ./bench/oci -runtime "$tmp/hutch-runtime" -out docs/benchmarks.md ${OCI_ARGS:-}
+fi
