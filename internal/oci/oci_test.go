@@ -2,6 +2,7 @@ package oci
 
 import (
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -122,5 +123,56 @@ func TestStateJSON(t *testing.T) {
 	json.Unmarshal(b, &st)
 	if st["status"] != "stopped" || st["pid"] != float64(0) || st["ociVersion"] != specs.Version || st["bundle"] != "/b" {
 		t.Fatalf("state of a container without a live shim: %s", b)
+	}
+}
+
+func TestChooseGuestNet(t *testing.T) {
+	cidr := func(s string) *net.IPNet {
+		ip, n, err := net.ParseCIDR(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.IP = ip
+		return n
+	}
+	for _, tc := range []struct {
+		name string
+		used []*net.IPNet
+		want string
+	}{
+		{"empty namespace", nil, "10.0.2.0/24"},
+		{"a default route only", []*net.IPNet{cidr("0.0.0.0/0")}, "10.0.2.0/24"},
+		{"slirp4netns", []*net.IPNet{cidr("127.0.0.1/8"), cidr("10.0.2.100/24"), cidr("0.0.0.0/0"), cidr("10.0.2.0/24")}, "10.0.3.0/24"},
+		{"a /16 over both", []*net.IPNet{cidr("10.0.0.0/16")}, ""},
+		{"a wide net", []*net.IPNet{cidr("10.0.2.0/23"), cidr("10.0.4.7/32")}, "10.0.5.0/24"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, err := ChooseGuestNet(tc.used)
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("chose %s inside a used /16", g.Net)
+				}
+				return
+			}
+			if err != nil || g.Net.String() != tc.want {
+				t.Fatalf("ChooseGuestNet = %v, %v; want %s", g.Net, err, tc.want)
+			}
+			if !g.Net.Contains(g.Address) || !g.Net.Contains(g.Gateway) || !g.Net.Contains(g.DNS) || g.CIDR() != g.Address.String()+"/24" {
+				t.Fatalf("addresses %+v outside %s", g, g.Net)
+			}
+		})
+	}
+}
+
+func TestParseRoutes(t *testing.T) {
+	table := "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n" +
+		"tap0\t00000000\t0202000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n" +
+		"tap0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+	nets, err := ParseRoutes(strings.NewReader(table))
+	if err != nil || len(nets) != 2 || nets[0].String() != "0.0.0.0/0" || nets[1].String() != "10.0.2.0/24" {
+		t.Fatalf("ParseRoutes = %v, %v", nets, err)
+	}
+	if _, err := ParseRoutes(strings.NewReader("head\ntap0 zz 0 0 0 0 0 00FFFFFF\n")); err == nil {
+		t.Fatal("a bad line was accepted")
 	}
 }

@@ -40,6 +40,7 @@ type shim struct {
 	log    *os.File
 	conn   *agent.Conn
 	vm     *vm
+	net    GuestNet
 
 	mu      sync.Mutex
 	procs   map[uint32]*hostProc
@@ -120,6 +121,13 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 		if err := os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte("0"), 0); err != nil {
 			slog.Warn("low ports stay privileged in the container's namespace", "err", err)
 		}
+	}
+	used, err := namespaceNets()
+	if err != nil {
+		return 1, err
+	}
+	if s.net, err = ChooseGuestNet(used); err != nil {
+		return 1, err
 	}
 	if s.vm, err = s.bootVM(g, true); err != nil {
 		return 1, err

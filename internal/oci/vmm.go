@@ -17,19 +17,8 @@ import (
 	"github.com/hutch-vm/hutch/internal/store"
 )
 
-// The guest's network is QEMU's user-mode network, inside the container's
-// namespace. Its subnet is TEST-NET-1 rather than slirp's usual 10.0.2.0/24,
-// which slirp4netns gives the namespace itself: a connection from
-// 10.0.2.100 would look local to a guest on that subnet and its replies
-// would never leave. A documentation range is routed nowhere, so it
-// collides with nothing the container may want to reach.
-const (
-	guestNet     = "192.0.2.0/24"
-	guestAddress = "192.0.2.15/24" // slirp forwards ports to its first DHCP address
-	guestGateway = "192.0.2.2"
-	guestDNS     = "192.0.2.3"
-	kvmDevice    = "/dev/kvm"
-)
+// kvmDevice is the accelerator's device node.
+const kvmDevice = "/dev/kvm"
 
 // KernelCmdline is the guest kernel's command line. Besides the console
 // and a panic that ends the VM at once, it skips what a container's VM
@@ -167,7 +156,7 @@ func (s *shim) bootVM(g Guest, withNet bool) (*vm, error) {
 	cfg.FDSets = []qemu.FDSet{set}
 	cfg.Drives = []qemu.Drive{{Layers: []qemu.Layer{{FDSet: 1, Format: "raw"}}}}
 	if withNet {
-		cfg.Netdev = "user,id=n0,ipv6=off,net=" + guestNet + ",host=" + guestGateway + ",dns=" + guestDNS
+		cfg.Netdev = s.net.Netdev("n0")
 	}
 	bin, err := exec.LookPath(qemu.Binary)
 	if err != nil {

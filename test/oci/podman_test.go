@@ -272,3 +272,40 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestPodmanOutbound: the guest's traffic leaves through the container's
+// network namespace (here slirp4netns's) and reaches a server on the host.
+func TestPodmanOutbound(t *testing.T) {
+	hostIP := outwardIP(t)
+	l, err := net.Listen("tcp", net.JoinHostPort(hostIP, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "reached the host\n")
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+	url := "http://" + l.Addr().String() + "/"
+	r := runCmd(t, podman.podman("run", "--rm", image, "wget", "-q", "-O", "-", url))
+	if r.code != 0 || r.stdout != "reached the host\n" {
+		t.Fatalf("wget %s from the container: exit %d, stdout %q, stderr %s", url, r.code, r.stdout, r.stderr)
+	}
+}
+
+// outwardIP is an address of this host that is not loopback: a container
+// reaches it through its namespace's route to the outside.
+func outwardIP(t *testing.T) string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String()
+		}
+	}
+	t.Fatal("this host has no non-loopback IPv4 address for the container to reach")
+	return ""
+}
