@@ -129,7 +129,7 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 	if s.net, err = ChooseGuestNet(used); err != nil {
 		return 1, err
 	}
-	if s.vm, err = s.bootVM(g, true); err != nil {
+	if s.vm, err = s.bootVM(g); err != nil {
 		return 1, err
 	}
 	slog.Info("the VMM runs", "pid", s.vm.cmd.Process.Pid, "as", s.vm.user.Kind)

@@ -50,7 +50,7 @@ type vm struct {
 // uses is a descriptor this process opened (the rootfs image, sealed
 // copies of kernel and initrd, sockets), so its identity needs no
 // permission on any file.
-func (s *shim) bootVM(g Guest, withNet bool) (*vm, error) {
+func (s *shim) bootVM(g Guest) (*vm, error) {
 	accel, notice := qemu.Probe(kvmDevice)
 	var kvmGroups []uint32
 	rootIsUser := launch.RootIsUser()
@@ -155,9 +155,7 @@ func (s *shim) bootVM(g Guest, withNet bool) (*vm, error) {
 	}
 	cfg.FDSets = []qemu.FDSet{set}
 	cfg.Drives = []qemu.Drive{{Layers: []qemu.Layer{{FDSet: 1, Format: "raw"}}}}
-	if withNet {
-		cfg.Netdev = s.net.Netdev("n0")
-	}
+	cfg.Netdev = s.net.Netdev("n0")
 	bin, err := exec.LookPath(qemu.Binary)
 	if err != nil {
 		return fail(fmt.Errorf("%s not found: install qemu-system-x86", qemu.Binary))
