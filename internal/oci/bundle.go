@@ -97,16 +97,3 @@ func CheckID(id string) error {
 	}
 	return nil
 }
-
-// Rootless reports whether the configuration asks for Kata's rootless
-// mode by annotation. hutch never runs a VMM as root, so the annotation
-// changes nothing but is accepted, and a false one is refused.
-func rootlessAnnotations(a map[string]string) []string {
-	var keys []string
-	for k := range a {
-		if strings.HasPrefix(k, "io.katacontainers.") && strings.HasSuffix(k, ".rootless") {
-			keys = append(keys, k)
-		}
-	}
-	return keys
-}

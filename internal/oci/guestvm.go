@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -186,5 +185,3 @@ func machineSize(s *specs.Spec) (memMiB, cpus int) {
 	}
 	return
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }

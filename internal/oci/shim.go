@@ -58,7 +58,6 @@ type hostProc struct {
 	tty          bool
 	started      chan error
 	exited       chan agent.Exit
-	closeOnExit  []*os.File
 	startedOnce  sync.Once
 	exitedReport sync.Once
 }
@@ -508,7 +507,7 @@ func (s *shim) exec(c *net.UnixConn, req request, files []*os.File) {
 		closeFiles(files)
 		return
 	}
-	p := &hostProc{started: make(chan error, 1), exited: make(chan agent.Exit, 1), closeOnExit: files}
+	p := &hostProc{started: make(chan error, 1), exited: make(chan agent.Exit, 1)}
 	if len(files) == 1 {
 		p.in, p.out, p.errw, p.tty = files[0], files[0], files[0], true
 	} else {
