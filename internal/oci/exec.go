@@ -20,7 +20,7 @@ import (
 
 // dial connects to a container's shim.
 func (r Runtime) dial(id string) (*net.UnixConn, error) {
-	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: r.paths(id).Shim(), Net: "unixpacket"})
+	c, err := dialUnix("unixpacket", r.paths(id).Shim())
 	if err != nil {
 		return nil, fmt.Errorf("container %s: reach its shim: %w", id, err)
 	}
@@ -95,8 +95,13 @@ func (r Runtime) execDetached(o ExecOptions) error {
 	}
 	defer readyR.Close()
 	cmd := &exec.Cmd{Path: self, Args: []string{self, ExecCommand, "--root", r.Root, string(b)},
-		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, ExtraFiles: []*os.File{readyW},
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true}}
+		ExtraFiles: []*os.File{readyW}, SysProcAttr: &syscall.SysProcAttr{Setsid: true}}
+	if !o.Process.Terminal || o.ConsoleSocket == "" {
+		// The process's stdio is exec's. With a terminal from the console
+		// socket it is not, and the relay must not hold exec's open: an
+		// engine reading exec's output to its end would wait for the process.
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	}
 	err = cmd.Start()
 	readyW.Close()
 	if err != nil {

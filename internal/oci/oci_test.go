@@ -176,3 +176,37 @@ func TestParseRoutes(t *testing.T) {
 		t.Fatal("a bad line was accepted")
 	}
 }
+
+// TestLongSocketPath: a socket deeper than sun_path allows is still
+// listened on and reached, through its directory's descriptor.
+func TestLongSocketPath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
+	os.MkdirAll(dir, 0o700)
+	path := filepath.Join(dir, "shim.sock")
+	if len(path) <= maxSocketPath {
+		t.Fatalf("path %d bytes long: not long enough to test", len(path))
+	}
+	l, err := listenUnix("unixpacket", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.AcceptUnix(); err == nil {
+			c.Write([]byte("hello"))
+			c.Close()
+		}
+	}()
+	c, err := dialUnix("unixpacket", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 16)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the socket is not at its path: %v", err)
+	}
+}

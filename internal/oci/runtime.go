@@ -83,6 +83,12 @@ func (r Runtime) Create(o CreateOptions) (*exec.Cmd, error) {
 		return nil, err
 	}
 	shim.ExtraFiles = []*os.File{readyW}
+	if b.Spec.Process.Terminal {
+		// The container's stdio is its terminal. The shim must not hold
+		// create's: an engine that reads create's output to its end (as
+		// containerd's shim does) would wait for the container to end.
+		shim.Stdin, shim.Stdout, shim.Stderr = nil, nil, nil
+	}
 	err = shim.Start()
 	readyW.Close()
 	if err != nil {

@@ -331,7 +331,12 @@ func (s *shim) forward(ports []int) {
 	for _, p := range ports {
 		want[p] = true
 	}
-	q, err := qemu.DialQMP(s.vm.qmpPath, 5*time.Second)
+	c, err := dialUnix("unix", s.vm.qmpPath)
+	if err != nil {
+		slog.Warn("forward ports", "err", err)
+		return
+	}
+	q, err := qemu.NewQMP(c, 5*time.Second)
 	if err != nil {
 		slog.Warn("forward ports", "err", err)
 		return
@@ -401,7 +406,7 @@ func ttyProc(consoleSocket string) (*hostProc, error) {
 // sendFD passes f over the unix socket at path, as runc passes a
 // terminal's master to --console-socket.
 func sendFD(path string, f *os.File) error {
-	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	c, err := dialUnix("unix", path)
 	if err != nil {
 		return fmt.Errorf("connect to console socket %s: %w", path, err)
 	}
@@ -429,12 +434,7 @@ type reply struct {
 }
 
 func (s *shim) listen() (*net.UnixListener, error) {
-	os.Remove(s.paths.Shim())
-	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: s.paths.Shim(), Net: "unixpacket"})
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", s.paths.Shim(), err)
-	}
-	return l, nil
+	return listenUnix("unixpacket", s.paths.Shim())
 }
 
 func (s *shim) serve(l *net.UnixListener) {

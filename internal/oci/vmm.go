@@ -121,12 +121,10 @@ func (s *shim) bootVM(g Guest) (*vm, error) {
 		return nil, err
 	}
 	v.qmpPath = s.paths.QMP()
-	os.Remove(v.qmpPath)
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: v.qmpPath, Net: "unix"})
+	l, err := listenUnix("unix", v.qmpPath)
 	if err != nil {
 		return fail(fmt.Errorf("listen for QMP: %w", err))
 	}
-	l.SetUnlinkOnClose(false)
 	lf, err := l.File()
 	l.Close()
 	if err != nil {

@@ -1,0 +1,145 @@
+package oci
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hutch-vm/hutch/internal/console"
+)
+
+// dockerd is a Docker daemon the test runs as root with hutch-runtime
+// configured as the runtime "hutch", in directories of its own.
+type dockerd struct {
+	host string
+}
+
+func startDockerd(t *testing.T) *dockerd {
+	for _, tool := range []string{"dockerd", "docker"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is missing: install docker.io (make deps)", tool)
+		}
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "docker.sock")
+	cfg := map[string]any{
+		"runtimes":  map[string]any{"hutch": map[string]string{"path": runtimeBin}},
+		"hosts":     []string{"unix://" + sock},
+		"data-root": filepath.Join(dir, "data"), "exec-root": filepath.Join(dir, "exec"),
+		"pidfile": filepath.Join(dir, "docker.pid"),
+		// The test needs no network of Docker's making, and must not
+		// touch the host's firewall.
+		"iptables": false, "bridge": "none",
+	}
+	b, _ := json.Marshal(cfg)
+	cfgPath := filepath.Join(dir, "daemon.json")
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log, err := os.Create(filepath.Join(dir, "dockerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("dockerd", "--config-file", cfgPath)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		log.Close()
+	})
+	d := &dockerd{host: "unix://" + sock}
+	deadline := time.Now().Add(60 * time.Second)
+	for d.docker("version").Run() != nil {
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(log.Name())
+			t.Fatalf("dockerd did not answer:\n%s", b)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if out, err := d.docker("import", rootfsTar, image).CombinedOutput(); err != nil {
+		t.Fatalf("docker import: %v: %s", err, out)
+	}
+	return d
+}
+
+func (d *dockerd) docker(args ...string) *exec.Cmd {
+	return exec.Command("docker", append([]string{"-H", d.host}, args...)...)
+}
+
+// TestDocker runs hutch-runtime as Docker's runtime "hutch" (daemon.json
+// "runtimes"), through containerd's runc shim: output and status, a
+// terminal, and a detached container with exec, stop and rm.
+func TestDocker(t *testing.T) {
+	d := startDockerd(t)
+	r := runCmd(t, d.docker("run", "--rm", "--runtime", "hutch", "--network", "none", image, "sh", "-c", "echo from docker; uname -r; exit 3"))
+	if r.code != 3 || r.stdout != "from docker\n"+guestKernel+"\n" {
+		t.Fatalf("docker run: exit %d (want 3), stdout %q, stderr %s", r.code, r.stdout, r.stderr)
+	}
+
+	// A terminal: the shim must not hold create's output, which
+	// containerd's shim reads to its end before it starts the container.
+	master, slave, err := console.OpenPty("/dev/ptmx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	c := d.docker("run", "--rm", "-it", "--runtime", "hutch", "--network", "none", image, "sh", "-c", "tty; exit 4")
+	c.Stdin, c.Stdout, c.Stderr = slave, slave, slave
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	out := &syncBuffer{}
+	go io.Copy(out, master)
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case err := <-done:
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 4 || !strings.Contains(out.String(), "/dev/pts/") {
+			t.Fatalf("docker run -it: %v (want exit 4), terminal %q", err, out.String())
+		}
+	case <-time.After(90 * time.Second):
+		c.Process.Kill()
+		t.Fatalf("docker run -it did not end; terminal %q", out.String())
+	}
+
+	name := "hutch-docker-detach"
+	if r := runCmd(t, d.docker("run", "-d", "--name", name, "--runtime", "hutch", "--network", "none", image, "sleep", "1000")); r.code != 0 {
+		t.Fatalf("docker run -d: exit %d: %s", r.code, r.stderr)
+	}
+	defer runCmd(t, d.docker("rm", "-f", name))
+	if r := runCmd(t, d.docker("exec", name, "sh", "-c", "echo exec-out; exit 2")); r.code != 2 || r.stdout != "exec-out\n" {
+		t.Errorf("docker exec: exit %d (want 2), stdout %q, stderr %s", r.code, r.stdout, r.stderr)
+	}
+	inspect := runCmd(t, d.docker("inspect", "--format", "{{.State.Pid}}", name))
+	var pid int
+	fmt.Sscan(inspect.stdout, &pid)
+	vmm := childQEMU(pid)
+	if vmm == 0 {
+		t.Fatalf("no VMM under the container's pid %q", inspect.stdout)
+	}
+	for _, step := range [][]string{{"stop", "-t", "10", name}, {"rm", name}} {
+		if r := runCmd(t, d.docker(step...)); r.code != 0 {
+			t.Fatalf("docker %s: exit %d: %s", step[0], r.code, r.stderr)
+		}
+	}
+	if !waitGone(vmm) {
+		t.Fatalf("the VMM %d outlived docker stop and rm", vmm)
+	}
+}
