@@ -18,8 +18,8 @@ func checkCmd() *cobra.Command {
 		Short: "Check this host: what works, what does not, and the exact fix",
 		Args:  args(cobra.NoArgs),
 		RunE: func(c *cobra.Command, a []string) error {
-			if format != "table" && format != "json" {
-				return usageError{fmt.Errorf("unknown --format %q: use table or json", format)}
+			if err := checkFormat(format); err != nil {
+				return err
 			}
 			rs := preflight.Run(preflight.System())
 			if format == "json" {

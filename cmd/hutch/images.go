@@ -20,8 +20,8 @@ func imagesCmd() *cobra.Command {
 		Short: "List the images in your local cache",
 		Args:  args(cobra.NoArgs),
 		RunE: func(c *cobra.Command, a []string) error {
-			if format != "table" && format != "json" {
-				return usageError{fmt.Errorf("unknown --format %q: use table or json", format)}
+			if err := checkFormat(format); err != nil {
+				return err
 			}
 			e, err := newEngine()
 			if err != nil {

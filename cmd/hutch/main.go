@@ -110,3 +110,11 @@ func newEngine() (*vm.Engine, error) {
 func init() {
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 }
+
+// checkFormat accepts the output formats of the listing verbs.
+func checkFormat(format string) error {
+	if format != "table" && format != "json" {
+		return usageError{fmt.Errorf("unknown --format %q: use table or json", format)}
+	}
+	return nil
+}

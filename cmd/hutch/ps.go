@@ -21,8 +21,8 @@ func psCmd() *cobra.Command {
 		Short: "List VMs",
 		Args:  args(cobra.NoArgs),
 		RunE: func(c *cobra.Command, a []string) error {
-			if format != "table" && format != "json" {
-				return usageError{fmt.Errorf("unknown --format %q: use table or json", format)}
+			if err := checkFormat(format); err != nil {
+				return err
 			}
 			e, err := newEngine()
 			if err != nil {

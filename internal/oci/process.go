@@ -34,15 +34,8 @@ func ProcessOf(p *specs.Process) agent.Process {
 // hasNetNamespace reports whether the container has a network namespace
 // of its own, which the shim then lives in.
 func hasNetNamespace(s *specs.Spec) bool {
-	if s.Linux == nil {
-		return false
-	}
-	for _, ns := range s.Linux.Namespaces {
-		if ns.Type == specs.NetworkNamespace {
-			return true
-		}
-	}
-	return false
+	_, own := netNamespacePath(s)
+	return own
 }
 
 // netNamespacePath is the namespace to join; "" with own=true means a new
