@@ -59,17 +59,22 @@ func BuildGuest(cacheDir, bootDir, modulesRoot string) (Guest, error) {
 	if err != nil {
 		return Guest{}, err
 	}
-	agent, err := os.ReadFile(agentPath)
+	// Every create asks: key the cache on the agent's identity on disk
+	// rather than reading and hashing the whole binary each time.
+	fi, err := os.Stat(agentPath)
 	if err != nil {
-		return Guest{}, fmt.Errorf("read %s: %w", agentPath, err)
+		return Guest{}, fmt.Errorf("stat %s: %w", agentPath, err)
 	}
 	h := sha256.New()
-	h.Write(agent)
-	fmt.Fprintf(h, "\x00%s\x00%s\x00%v", guestVersion, release, AgentModules)
+	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s\x00%s\x00%v", agentPath, fi.Size(), fi.ModTime().UnixNano(), guestVersion, release, AgentModules)
 	g := Guest{Kernel: kernel, Release: release,
 		Initrd: filepath.Join(cacheDir, "agent-"+hex.EncodeToString(h.Sum(nil))[:16]+".initrd.gz")}
 	if _, err := os.Stat(g.Initrd); err == nil {
 		return g, nil
+	}
+	agent, err := os.ReadFile(agentPath)
+	if err != nil {
+		return Guest{}, fmt.Errorf("read %s: %w", agentPath, err)
 	}
 	modDir := filepath.Join(modulesRoot, release)
 	var mods []string
