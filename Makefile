@@ -31,10 +31,12 @@ demo: deps build
 	./scripts/demo.sh "$(DEMO_USER)" "$(CACHE)"
 
 # Every test, one package at a time: the end-to-end packages each boot VMs
-# under TCG on a small machine, and two at once would only slow both.
+# under TCG on a small machine, and two at once would only slow both. The
+# accelerator hutch will pick here is printed first.
 # Then each fuzz target for a bounded time (the corpus in
 # testdata/fuzz is replayed by go test itself).
 test: deps
+	@echo "accelerator on this host (hutch check):"; $(GO) run ./cmd/hutch check | grep -E '^(CHECK|kvm|accel) '
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m -p 1 ./...
 	FUZZTIME=5s GO=$(GO) ./scripts/fuzz.sh

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hutch-vm/hutch/internal/accel"
 	"github.com/hutch-vm/hutch/internal/guest"
 	"github.com/hutch-vm/hutch/internal/oci"
 	"github.com/hutch-vm/hutch/internal/qemu"
@@ -85,8 +86,11 @@ func run(runs int, userName, rt, runc, out string) error {
 	if err != nil {
 		return err
 	}
-	accel, _ := qemu.Probe("/dev/kvm")
-	rawArgv := []string{"/usr/bin/" + qemu.Binary, "-nodefaults", "-no-user-config", "-machine", qemu.Q35, "-accel", accel,
+	choice, err := accel.Decide(accel.Auto, accel.Device)
+	if err != nil {
+		return err
+	}
+	rawArgv := []string{"/usr/bin/" + qemu.Binary, "-nodefaults", "-no-user-config", "-machine", qemu.Q35, "-accel", choice.Accel,
 		"-smp", "1", "-m", "256M", "-display", "none", "-serial", "null", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrd, "-append", oci.KernelCmdline}
 	asUser := func(c *exec.Cmd) *exec.Cmd {
@@ -112,7 +116,7 @@ func run(runs int, userName, rt, runc, out string) error {
 			}
 		}
 	}
-	md := report(sides, runs, accel, rawArgv, started)
+	md := report(sides, runs, choice.Accel, rawArgv, started)
 	fmt.Print(md)
 	if out == "" {
 		return nil

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hutch-vm/hutch/internal/accel"
 	"github.com/hutch-vm/hutch/internal/config"
 	"github.com/hutch-vm/hutch/internal/guest"
 	"github.com/hutch-vm/hutch/internal/identity"
@@ -90,14 +91,18 @@ func newEngine() (*vm.Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find the hutch executable: %w", err)
 	}
-	e := &vm.Engine{Self: self, KVMDevice: "/dev/kvm", Notice: os.Stderr}
+	path, err := config.PathFor(os.Geteuid())
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	e := &vm.Engine{Self: self, KVMDevice: accel.Device, Accel: cfg.Accel, ConfigPath: path, Notice: os.Stderr}
 	if os.Geteuid() != 0 {
 		e.Layout, err = store.SessionLayout()
 		return e, err
-	}
-	cfg, err := config.Load(config.SystemPath)
-	if err != nil {
-		return nil, err
 	}
 	if e.Layout, err = store.SystemLayout(); err != nil {
 		return nil, err

@@ -6,14 +6,37 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/hutch-vm/hutch/internal/accel"
 )
 
 // SystemPath is the configuration read when root runs hutch.
 const SystemPath = "/etc/hutch/hutch.toml"
+
+// UserPath is the configuration read when an ordinary user runs hutch or
+// hutch-runtime: $XDG_CONFIG_HOME/hutch/hutch.toml, ~/.config by default.
+// The same keys apply; leases only matter to system mode.
+func UserPath() (string, error) {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("find the user's config dir: %w", err)
+	}
+	return filepath.Join(dir, "hutch", "hutch.toml"), nil
+}
+
+// PathFor is the configuration file for a process with effective uid euid.
+func PathFor(euid int) (string, error) {
+	if euid == 0 {
+		return SystemPath, nil
+	}
+	return UserPath()
+}
 
 // The default lease range starts just past systemd-nspawn's container range
 // (0x00080000-0x6FFFFFFF) and far above shadow's subordinate ranges (which
@@ -39,7 +62,17 @@ type Config struct {
 	Rootless bool
 	// Leases is where system-mode VMMs get their uid and gid.
 	Leases LeaseRange
+	// Accel is the accelerator mode of a VM that names none: auto, kvm
+	// or tcg.
+	Accel string
+	// BootTimeout bounds how long hutch-runtime create waits for a
+	// container's guest to start its agent.
+	BootTimeout time.Duration
 }
+
+// DefaultBootTimeout is generous for a guest under TCG on a busy host;
+// one that never says hello is broken.
+const DefaultBootTimeout = 90 * time.Second
 
 // LeaseRange is the ids First .. First+Count-1; each VM leases one id as
 // both its uid and gid.
@@ -50,8 +83,10 @@ type LeaseRange struct {
 // Defaults is the configuration of a host without a config file.
 func Defaults() Config {
 	return Config{
-		Rootless: true,
-		Leases:   LeaseRange{First: DefaultLeaseFirst, Count: DefaultLeaseCount},
+		Rootless:    true,
+		Accel:       accel.Auto,
+		BootTimeout: DefaultBootTimeout,
+		Leases:      LeaseRange{First: DefaultLeaseFirst, Count: DefaultLeaseCount},
 	}
 }
 
@@ -59,8 +94,11 @@ func Defaults() Config {
 // zero value, and int64 lets a negative or oversized number be reported in
 // words rather than as a decoder overflow.
 type file struct {
-	Rootless *bool `toml:"rootless"`
-	Leases   *struct {
+	Rootless *bool   `toml:"rootless"`
+	Accel    *string `toml:"accel"`
+	// BootTimeout is a Go duration ("90s", "2m").
+	BootTimeout *string `toml:"boot_timeout"`
+	Leases      *struct {
 		First *int64 `toml:"first"`
 		Count *int64 `toml:"count"`
 	} `toml:"leases"`
@@ -94,10 +132,24 @@ func Load(path string) (Config, error) {
 		for i, k := range und {
 			keys[i] = strconv.Quote(k.String())
 		}
-		return cfg, fmt.Errorf("%s: unknown key %s; the keys are rootless, leases.first and leases.count", path, strings.Join(keys, ", "))
+		return cfg, fmt.Errorf("%s: unknown key %s; the keys are rootless, accel, boot_timeout, leases.first and leases.count", path, strings.Join(keys, ", "))
 	}
 	if f.Rootless != nil && !*f.Rootless {
 		return cfg, fmt.Errorf("rootless = false in %s is not supported: %s; remove the line or set rootless = true", path, rootlessReason)
+	}
+	if f.Accel != nil {
+		mode, err := accel.ParseMode(*f.Accel)
+		if err != nil || *f.Accel == "" {
+			return cfg, fmt.Errorf("%s: accel = %q: set it to auto, kvm or tcg", path, lineBreaks.Replace(*f.Accel))
+		}
+		cfg.Accel = mode
+	}
+	if f.BootTimeout != nil {
+		d, err := time.ParseDuration(*f.BootTimeout)
+		if err != nil || d < time.Second || d > time.Hour {
+			return cfg, fmt.Errorf("%s: boot_timeout = %q: give a duration from 1s to 1h, e.g. \"90s\"", path, lineBreaks.Replace(*f.BootTimeout))
+		}
+		cfg.BootTimeout = d
 	}
 	first, count := int64(cfg.Leases.First), int64(cfg.Leases.Count)
 	if f.Leases != nil {

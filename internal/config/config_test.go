@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoad(t *testing.T) {
@@ -19,30 +20,37 @@ func TestLoad(t *testing.T) {
 		{name: "missing file", missing: true, want: def},
 		{name: "empty file", content: "", want: def},
 		{name: "rootless true", content: "rootless = true\n", want: def},
+		{name: "accel tcg", content: "accel = \"tcg\"\n", want: Config{Rootless: true, Accel: "tcg", BootTimeout: DefaultBootTimeout, Leases: def.Leases}},
+		{name: "accel kvm", content: "accel = \"kvm\"\n", want: Config{Rootless: true, Accel: "kvm", BootTimeout: DefaultBootTimeout, Leases: def.Leases}},
+		{name: "boot timeout", content: "boot_timeout = \"2m\"\n", want: Config{Rootless: true, Accel: "auto", BootTimeout: 2 * time.Minute, Leases: def.Leases}},
+		{name: "boot timeout zero", content: "boot_timeout = \"0s\"\n", errHas: []string{`PATH: boot_timeout = "0s": give a duration from 1s to 1h`}},
+		{name: "boot timeout words", content: "boot_timeout = \"soon\"\n", errHas: []string{`PATH: boot_timeout = "soon"`}},
+		{name: "accel unknown", content: "accel = \"hvf\"\n", errHas: []string{`PATH: accel = "hvf": set it to auto, kvm or tcg`}},
+		{name: "accel empty", content: "accel = \"\"\n", errHas: []string{`PATH: accel = "": set it to auto, kvm or tcg`}},
 		{
 			name:    "range",
 			content: "rootless = true\n[leases]\nfirst = 3000000000\ncount = 100\n",
-			want:    Config{Rootless: true, Leases: LeaseRange{First: 3000000000, Count: 100}},
+			want:    Config{Rootless: true, Accel: "auto", BootTimeout: DefaultBootTimeout, Leases: LeaseRange{First: 3000000000, Count: 100}},
 		},
 		{
 			name:    "count only keeps default first",
 			content: "[leases]\ncount = 10\n",
-			want:    Config{Rootless: true, Leases: LeaseRange{First: DefaultLeaseFirst, Count: 10}},
+			want:    Config{Rootless: true, Accel: "auto", BootTimeout: DefaultBootTimeout, Leases: LeaseRange{First: DefaultLeaseFirst, Count: 10}},
 		},
 		{
 			name:    "first only keeps default count",
 			content: "[leases]\nfirst = 200000\n",
-			want:    Config{Rootless: true, Leases: LeaseRange{First: 200000, Count: DefaultLeaseCount}},
+			want:    Config{Rootless: true, Accel: "auto", BootTimeout: DefaultBootTimeout, Leases: LeaseRange{First: 200000, Count: DefaultLeaseCount}},
 		},
 		{
 			name:    "range ending at the last usable id",
 			content: "[leases]\nfirst = 4294967285\ncount = 10\n",
-			want:    Config{Rootless: true, Leases: LeaseRange{First: 4294967285, Count: 10}},
+			want:    Config{Rootless: true, Accel: "auto", BootTimeout: DefaultBootTimeout, Leases: LeaseRange{First: 4294967285, Count: 10}},
 		},
 		{
 			name:    "largest count",
 			content: "[leases]\ncount = 1048576\n",
-			want:    Config{Rootless: true, Leases: LeaseRange{First: DefaultLeaseFirst, Count: 1 << 20}},
+			want:    Config{Rootless: true, Accel: "auto", BootTimeout: DefaultBootTimeout, Leases: LeaseRange{First: DefaultLeaseFirst, Count: 1 << 20}},
 		},
 		{
 			name:    "rootless false",

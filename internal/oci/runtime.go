@@ -1,14 +1,15 @@
 package oci
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -46,6 +47,10 @@ func (r Runtime) Create(o CreateOptions) (*exec.Cmd, error) {
 	}
 	if err := os.MkdirAll(r.Root, 0o700); err != nil {
 		return nil, fmt.Errorf("create runtime root %s: %w", r.Root, err)
+	}
+	cfg, _, err := runtimeConfig()
+	if err != nil {
+		return nil, err
 	}
 	p := r.paths(o.ID)
 	if err := os.Mkdir(p.Dir, 0o700); err != nil {
@@ -101,12 +106,8 @@ func (r Runtime) Create(o CreateOptions) (*exec.Cmd, error) {
 	if err := r.update(o.ID, func(rec *Record) { rec.Shim = proc }); err != nil {
 		return nil, err
 	}
-	msg, _ := io.ReadAll(readyR)
-	if string(bytes.TrimSpace(msg)) != "ok" {
-		if len(msg) == 0 {
-			msg = []byte("the shim exited before the container was created; see " + p.ShimLog())
-		}
-		return nil, errors.New(string(bytes.TrimSpace(msg)))
+	if err := awaitShim(readyR, cfg.BootTimeout+shimSetupTimeout, p.ShimLog()); err != nil {
+		return nil, err
 	}
 	if o.PidFile != "" {
 		if err := writePidFile(o.PidFile, shim.Process.Pid); err != nil {
@@ -115,6 +116,40 @@ func (r Runtime) Create(o CreateOptions) (*exec.Cmd, error) {
 	}
 	ok = true
 	return shim, nil
+}
+
+// shimSetupTimeout is the shim's time besides the guest's boot: building
+// the guest's initramfs on a cold cache, the network, starting QEMU.
+const shimSetupTimeout = 60 * time.Second
+
+// readyNotice starts a line the shim sends create to pass on to the
+// engine (the TCG fallback) before its verdict.
+const readyNotice = "notice: "
+
+// awaitShim reads the shim's report: notices, then "ok" or the error that
+// stopped it. A shim silent past timeout is an error; the caller kills it
+// and everything it started dies with it.
+func awaitShim(r *os.File, timeout time.Duration, logPath string) error {
+	r.SetReadDeadline(time.Now().Add(timeout))
+	msg, err := io.ReadAll(io.LimitReader(r, 64<<10))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("the container was not created within %s; see %s", timeout, logPath)
+	}
+	var verdict string
+	for _, line := range strings.Split(strings.TrimSpace(string(msg)), "\n") {
+		if n, ok := strings.CutPrefix(line, readyNotice); ok {
+			slog.Warn(n) // runc's warnings go to --log, or stderr without one
+			continue
+		}
+		verdict = line
+	}
+	switch verdict {
+	case "ok":
+		return nil
+	case "":
+		return errors.New("the shim exited before the container was created; see " + logPath)
+	}
+	return errors.New(verdict)
 }
 
 // shimCommand starts the shim in the container's network namespace: a new

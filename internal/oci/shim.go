@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/hutch-vm/hutch/internal/agent"
+	"github.com/hutch-vm/hutch/internal/config"
 	"github.com/hutch-vm/hutch/internal/console"
 	"github.com/hutch-vm/hutch/internal/qemu"
 	"github.com/hutch-vm/hutch/internal/store"
@@ -24,10 +25,6 @@ import (
 
 // ShimCommand is hutch-runtime's hidden verb for a container's shim.
 const ShimCommand = "_shim"
-
-// bootTimeout bounds the wait for the agent: a guest under TCG on a busy
-// host is slow, one that never says hello is broken.
-const bootTimeout = 90 * time.Second
 
 // shim is the host process of one container: engines see its pid as the
 // container's. It owns the VMM, relays the container's stdio and signals
@@ -41,6 +38,9 @@ type shim struct {
 	conn   *agent.Conn
 	vm     *vm
 	net    GuestNet
+	// cfg is hutch-runtime's configuration, read from cfgPath.
+	cfg     config.Config
+	cfgPath string
 
 	mu      sync.Mutex
 	procs   map[uint32]*hostProc
@@ -97,6 +97,9 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 	if s.bundle, err = LoadBundle(rec.Bundle); err != nil {
 		return 1, err
 	}
+	if s.cfg, s.cfgPath, err = runtimeConfig(); err != nil {
+		return 1, err
+	}
 	spec := s.bundle.Spec
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs)
@@ -133,8 +136,9 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 	}
 	slog.Info("the VMM runs", "pid", s.vm.cmd.Process.Pid, "as", s.vm.user.Kind)
 	defer s.vm.kill()
-	if s.vm.notice != "" {
-		slog.Info(s.vm.notice)
+	slog.Info("accelerator", "accel", s.vm.accel.Accel, "reason", s.vm.accel.Reason)
+	if n := s.vm.accel.Notice(); n != "" {
+		fmt.Fprintln(ready, readyNotice+n)
 	}
 	go s.copyConsole()
 	if err := s.rt.update(s.id, func(r *Record) {
@@ -205,7 +209,7 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 
 // handshake waits for the agent and sets the container up.
 func (s *shim) handshake(frames <-chan agent.Frame, recvErr <-chan error) error {
-	timeout := time.After(bootTimeout)
+	timeout := time.After(s.cfg.BootTimeout)
 	wait := func(want agent.Type) error {
 		for {
 			select {
@@ -224,7 +228,7 @@ func (s *shim) handshake(frames <-chan agent.Frame, recvErr <-chan error) error 
 			case err := <-s.vm.exited:
 				return fmt.Errorf("the VMM exited while booting: %v (see %s)", err, s.paths.ShimLog())
 			case <-timeout:
-				return fmt.Errorf("the guest did not start its agent within %s (see %s)", bootTimeout, s.paths.Console())
+				return fmt.Errorf("the guest did not start its agent within %s (see %s; boot_timeout in %s sets the limit)", s.cfg.BootTimeout, s.paths.Console(), s.cfgPath)
 			}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hutch-vm/hutch/internal/accel"
 	"github.com/hutch-vm/hutch/internal/agent"
 	"github.com/hutch-vm/hutch/internal/config"
 	"github.com/hutch-vm/hutch/internal/identity"
@@ -17,8 +18,21 @@ import (
 	"github.com/hutch-vm/hutch/internal/store"
 )
 
-// kvmDevice is the accelerator's device node.
-const kvmDevice = "/dev/kvm"
+// runtimeConfig is hutch-runtime's configuration: the system file when
+// real root runs it, the user's own when a rootless engine does (its
+// user namespace's root is that user).
+func runtimeConfig() (config.Config, string, error) {
+	euid := os.Geteuid()
+	if euid == 0 && launch.RootIsUser() {
+		euid = -1
+	}
+	path, err := config.PathFor(euid)
+	if err != nil {
+		return config.Config{}, "", err
+	}
+	cfg, err := config.Load(path)
+	return cfg, path, err
+}
 
 // KernelCmdline is the guest kernel's command line. Besides the console
 // and a panic that ends the VM at once, it skips what a container's VM
@@ -43,7 +57,7 @@ type vm struct {
 	qmpPath string
 	user    VMMUser
 	lease   string
-	notice  string
+	accel   accel.Decision
 }
 
 // bootVM starts the container's VMM: QEMU opens no path, everything it
@@ -51,19 +65,22 @@ type vm struct {
 // copies of kernel and initrd, sockets), so its identity needs no
 // permission on any file.
 func (s *shim) bootVM(g Guest) (*vm, error) {
-	accel, notice := qemu.Probe(kvmDevice)
+	choice, err := accel.Decide(s.cfg.Accel, accel.Device)
+	if err != nil {
+		return nil, fmt.Errorf("accel = %q in %s: %w", s.cfg.Accel, s.cfgPath, err)
+	}
 	var kvmGroups []uint32
 	rootIsUser := launch.RootIsUser()
 	if os.Geteuid() == 0 && !rootIsUser {
-		dev, err := identity.StatDevice(kvmDevice)
+		dev, err := identity.StatDevice(accel.Device)
 		if err != nil {
 			return nil, err
 		}
-		if kvmGroups, err = identity.VMMGroups(accel == "kvm", dev); err != nil {
+		if kvmGroups, err = identity.VMMGroups(choice.Accel == accel.KVM, dev); err != nil {
 			return nil, err
 		}
 	}
-	v := &vm{user: ChooseVMMUser(os.Geteuid(), rootIsUser, s.bundle.Spec.Process.User, kvmGroups), notice: notice}
+	v := &vm{user: ChooseVMMUser(os.Geteuid(), rootIsUser, s.bundle.Spec.Process.User, kvmGroups), accel: choice}
 	if v.user.Kind == KindLease {
 		l, err := ledger()
 		if err != nil {
@@ -105,9 +122,8 @@ func (s *shim) bootVM(g Guest) (*vm, error) {
 		}
 		return c, add(os.NewFile(uintptr(fds[1]), name)), nil
 	}
-	cfg := qemu.Config{Machine: qemu.Q35, Accel: accel, AgentPort: agent.PortName, Append: KernelCmdline}
+	cfg := qemu.Config{Machine: qemu.Q35, Accel: choice.Accel, AgentPort: agent.PortName, Append: KernelCmdline}
 	cfg.MemoryMiB, cfg.CPUs = machineSize(s.bundle.Spec)
-	var err error
 	if v.serial, cfg.SerialFD, err = pair("serial"); err != nil {
 		return nil, err
 	}

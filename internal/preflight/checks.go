@@ -77,6 +77,21 @@ func checkKernelVersion(h Host) Result {
 	return ok(name, fmt.Sprintf("Linux %s (%d.%d or newer needed)", rel, minKernel[0], minKernel[1]))
 }
 
+// checkAccel is the decision every VM start makes: KVM only when it runs
+// a guest with hutch's CPU baseline.
+func checkAccel(h Host) Result {
+	const name = "accel"
+	p := h.ProbeKVM(kvmDevice)
+	switch {
+	case p.Usable:
+		return ok(name, "KVM runs a test guest and offers the CPU baseline (x86-64-v2): VMs use KVM")
+	case p.Nested:
+		return warn(name, p.Problem()+"; VMs run under TCG, much slower",
+			"nothing to do here (hutch picks TCG by itself); for KVM, give this machine nested virtualisation with the CPU's features on its host (e.g. QEMU -cpu host)")
+	}
+	return warn(name, p.Problem()+"; VMs run under TCG, much slower", "see the kvm row")
+}
+
 func checkKVM(h Host) Result {
 	const name = "kvm"
 	const tcg = "VMs run under TCG, much slower"
@@ -93,7 +108,7 @@ func checkKVM(h Host) Result {
 	desc := fmt.Sprintf("%s %s %04o", kvmDevice, owner(h, f), f.Mode.Perm())
 	openErr := h.OpenRW(kvmDevice)
 	if openErr == nil {
-		return ok(name, desc+", opens read-write: VMs use KVM")
+		return ok(name, desc+", opens read-write (see accel for whether it runs guests)")
 	}
 	why, fix := deviceProblem(h, who(h), kvmDevice, f, openErr)
 	return warn(name, desc+": "+why+"; "+tcg, fix)

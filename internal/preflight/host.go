@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hutch-vm/hutch/internal/accel"
 )
 
 // Host is everything the checks learn about the machine. Every fact a
@@ -42,6 +44,8 @@ type Host interface {
 	KernelRelease() (string, error)
 	// FSType is the filesystem magic of the mount at path (statfs f_type).
 	FSType(path string) (int64, error)
+	// ProbeKVM is the accelerator probe every VM start runs.
+	ProbeKVM(device string) accel.Probe
 }
 
 // Access modes for Host.Access.
@@ -123,6 +127,8 @@ func (system) OpenRW(path string) error {
 	}
 	return f.Close()
 }
+
+func (system) ProbeKVM(device string) accel.Probe { return accel.ProbeDevice(device) }
 
 func (system) LookPath(name string) (string, error) { return exec.LookPath(name) }
 

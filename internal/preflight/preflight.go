@@ -35,6 +35,7 @@ var Checks = []Check{
 	checkUser,
 	checkKernelVersion,
 	checkKVM,
+	checkAccel,
 	checkKVMGroup,
 	checkQEMU,
 	checkQEMUImg,

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/hutch-vm/hutch/internal/accel"
 )
 
 // fakeFile is one path on a fake host.
@@ -32,6 +34,7 @@ type fakeHost struct {
 	env     map[string]string
 	release string
 	fstypes map[string]int64
+	kvm     *accel.Probe // nil: KVM works
 }
 
 type fakeOutput struct {
@@ -195,6 +198,13 @@ func (h *fakeHost) Output(name string, args ...string) (string, error) {
 	return o.out, o.err
 }
 
+func (h *fakeHost) ProbeKVM(device string) accel.Probe {
+	if h.kvm == nil {
+		return accel.Probe{Device: device, Usable: true}
+	}
+	return *h.kvm
+}
+
 func (h *fakeHost) User() (User, error)      { return h.user, h.userErr }
 func (h *fakeHost) Getenv(key string) string { return h.env[key] }
 
@@ -300,6 +310,14 @@ func TestProblems(t *testing.T) {
 			h.openErr["/dev/kvm"] = &fs.PathError{Op: "open", Path: "/dev/kvm", Err: syscall.EPERM}
 		},
 			Warn, "mode allows it but the open fails (operation not permitted)", "--device /dev/kvm"},
+
+		{"kvm works", "accel", func(h *fakeHost) {}, OK, "VMs use KVM", ""},
+		{"nested kvm without sse3", "accel", func(h *fakeHost) {
+			h.kvm = &accel.Probe{Device: "/dev/kvm", Nested: true, Why: "KVM offers no SSE3"}
+		}, Warn, "/dev/kvm is present but unusable: KVM offers no SSE3 (nested virtualisation without CPU features?); VMs run under TCG", "nested virtualisation"},
+		{"no kvm device", "accel", func(h *fakeHost) {
+			h.kvm = &accel.Probe{Device: "/dev/kvm", Why: "does not exist (no hardware virtualisation here)"}
+		}, Warn, "/dev/kvm does not exist", "see the kvm row"},
 
 		{"no kvm group", "kvm-group", put("/etc/group", file("root:x:0:\n")), Warn, "no kvm group", "groupadd --system kvm && sudo chgrp kvm /dev/kvm"},
 		{"no kvm group, no device", "kvm-group", both(put("/etc/group", file("root:x:0:\n")), del("/dev/kvm")), Warn, "no kvm group", "groupadd --system kvm"},

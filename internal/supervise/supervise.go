@@ -71,6 +71,7 @@ func Run(l store.Layout, name string, ready *os.File, attach *os.File) error {
 		up <- err
 	}()
 	var werr error
+	var noQMP string // set when QEMU was killed for never answering
 	waiting := true
 	for waiting {
 		select {
@@ -82,6 +83,7 @@ func Run(l store.Layout, name string, ready *os.File, attach *os.File) error {
 		case err := <-up:
 			if err != nil {
 				slog.Error("qemu did not answer on qmp", "err", err)
+				noQMP = fmt.Sprintf("qemu did not answer on QMP within %s", qmpTimeout)
 				cmd.Process.Kill()
 				continue
 			}
@@ -101,7 +103,7 @@ func Run(l store.Layout, name string, ready *os.File, attach *os.File) error {
 	stopPasst(s.passt, s.passtExited)
 	code, reason := s.exitOf(cmd, werr)
 	if ready != nil {
-		fail(ready, errors.New(s.vmmError(reason)))
+		fail(ready, s.startError(noQMP, reason))
 	}
 	s.console.close()
 	s.finish(code, reason)
@@ -271,12 +273,17 @@ func (s *supervisor) exitOf(cmd *exec.Cmd, werr error) (int, string) {
 	}
 }
 
-// vmmError is the reason QEMU failed to start, from its own words.
-func (s *supervisor) vmmError(reason string) string {
-	if last := lastLine(s.paths.VMMLog()); last != "" {
-		return last
+// startError is why QEMU failed to start: what the supervisor saw, QEMU's
+// own last words, and where its whole log is.
+func (s *supervisor) startError(noQMP, reason string) error {
+	what := "qemu exited at start (" + reason + ")"
+	if noQMP != "" {
+		what = noQMP
 	}
-	return reason
+	if last := lastLine(s.paths.VMMLog()); last != "" {
+		what += ": " + last
+	}
+	return fmt.Errorf("%s; see %s", what, s.paths.VMMLog())
 }
 
 // lastLine is the last non-empty line of a log file.

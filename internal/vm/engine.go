@@ -29,6 +29,10 @@ type Engine struct {
 	// Self is this executable; it is run again as each VM's supervisor.
 	Self      string
 	KVMDevice string
+	// Accel is the accelerator mode a run gets when it names none (the
+	// config's accel key, read from ConfigPath); empty is auto.
+	Accel      string
+	ConfigPath string
 	// System is set when root runs hutch: each VMM runs as a leased
 	// identity from Ledger.
 	System bool
@@ -122,8 +126,8 @@ func (e *Engine) Run(s Spec, console *os.File) (string, error) {
 		}
 		return "", fmt.Errorf("start vm %q: %w", s.Name, err)
 	}
-	if plan.notice != "" && e.Notice != nil {
-		fmt.Fprintf(e.Notice, "hutch: %s\n", plan.notice)
+	if n := plan.Accel.Notice(); n != "" && e.Notice != nil {
+		fmt.Fprintf(e.Notice, "hutch: %s\n", n)
 	}
 	return s.Name, nil
 }

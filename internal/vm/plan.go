@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/hutch-vm/hutch/internal/accel"
 	"github.com/hutch-vm/hutch/internal/disk"
 	"github.com/hutch-vm/hutch/internal/guest"
 	"github.com/hutch-vm/hutch/internal/identity"
@@ -97,8 +98,11 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		}
 	}
 	cfg.MAC = newMAC()
-	accel, notice := qemu.Probe(e.KVMDevice)
-	cfg.Accel = accel
+	choice, err := e.chooseAccel(s)
+	if err != nil {
+		return Plan{}, err
+	}
+	cfg.Accel = choice.Accel
 	if s.Kernel != "" {
 		cfg.KernelFD = fds.add(FD{Kind: e.fileKind(), Path: s.Kernel})
 		if s.Initrd != "" {
@@ -109,7 +113,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		// and the PIT: under TCG on a busy host the guest kernel can fail
 		// to calibrate the TSC against the PIT and then hangs. With KVM the
 		// guest has kvmclock and microvm is safe.
-		if accel == "kvm" {
+		if choice.Accel == accel.KVM {
 			cfg.Machine = qemu.MicroVM
 		}
 	}
@@ -163,7 +167,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		}
 		cfg.Netdev = netstack.TapNetdev("n0", fds.add(FD{Kind: FDTap}))
 	}
-	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Passt: passt, RunDir: paths.Run, notice: notice, cloud: cloud}
+	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Passt: passt, RunDir: paths.Run, Accel: choice, cloud: cloud}
 	if cloud != nil {
 		plan.Seed = paths.Seed()
 	}
@@ -171,6 +175,20 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		plan.BridgeHelper = &Helper{Binary: netstack.BridgeHelper, Args: []string{s.Bridge}}
 	}
 	return plan, nil
+}
+
+// chooseAccel settles the accelerator before anything starts: a kvm that
+// KVM cannot honour is bad input, named where it was asked for.
+func (e *Engine) chooseAccel(s *Spec) (accel.Decision, error) {
+	where := "--accel " + s.Accel
+	if s.Accel == "" {
+		s.Accel, where = e.Accel, fmt.Sprintf("accel = %q in %s", e.Accel, e.ConfigPath)
+	}
+	d, err := accel.Decide(s.Accel, e.KVMDevice)
+	if err != nil {
+		return d, invalid("%s: %v", where, err)
+	}
+	return d, nil
 }
 
 // fileKind is how the kernel and initrd reach QEMU: the file itself when

@@ -3,6 +3,7 @@ package vm
 import (
 	"time"
 
+	"github.com/hutch-vm/hutch/internal/accel"
 	"github.com/hutch-vm/hutch/internal/identity"
 	"github.com/hutch-vm/hutch/internal/netstack"
 	"github.com/hutch-vm/hutch/internal/qemu"
@@ -36,8 +37,8 @@ type Plan struct {
 	Seed string `json:"seed,omitempty"`
 	// cloud is the seed's content, made once the run is checked.
 	cloud *cloudPlan
-	// notice is said to the user once the VM has started (the TCG fallback).
-	notice string
+	// Accel is the accelerator chosen and why.
+	Accel accel.Decision `json:"accel"`
 }
 
 // Helper is a process the supervisor runs beside QEMU.
@@ -95,11 +96,13 @@ type View struct {
 	Groups        []int  `json:"groups"`
 	RuntimeDir    string `json:"runtimeDir"`
 	Accel         string `json:"accel"`
-	Machine       string `json:"machine"`
-	CPUs          int    `json:"cpus"`
-	MemoryMiB     int    `json:"memoryMiB"`
-	Network       string `json:"network"`
-	Bridge        string `json:"bridge,omitempty"`
+	// AccelReason says why Accel was chosen (a TCG fallback's cause).
+	AccelReason string `json:"accelReason,omitempty"`
+	Machine     string `json:"machine"`
+	CPUs        int    `json:"cpus"`
+	MemoryMiB   int    `json:"memoryMiB"`
+	Network     string `json:"network"`
+	Bridge      string `json:"bridge,omitempty"`
 	// NetworkError is set when the network helper died under a running VM.
 	NetworkError string `json:"networkError,omitempty"`
 	// PasstPid is the VM's passt process, 0 when none runs.
@@ -144,7 +147,7 @@ func (r Record) view() View {
 	s := r.live()
 	v := View{
 		Name: r.Name, State: s.State, UID: r.Plan.Identity.UID, GID: r.Plan.Identity.GID,
-		Groups: r.Plan.Identity.Groups, RuntimeDir: r.Plan.RunDir, Accel: r.Plan.VMM.Accel,
+		Groups: r.Plan.Identity.Groups, RuntimeDir: r.Plan.RunDir, Accel: r.Plan.VMM.Accel, AccelReason: r.Plan.Accel.Reason,
 		Machine: r.Plan.VMM.Machine, CPUs: r.Spec.CPUs, MemoryMiB: r.Spec.MemoryMiB,
 		Network: r.Spec.Network, Bridge: r.Spec.Bridge, Ports: r.Spec.Ports, Image: r.Spec.Image, Kernel: r.Spec.Kernel,
 		SSH: r.Spec.SSH, Created: r.Created, Reason: s.Reason, Command: r.Plan.VMM.Argv(r.Plan.QEMU), Descriptors: r.Plan.FDs,

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/hutch-vm/hutch/internal/accel"
 	"github.com/hutch-vm/hutch/internal/netstack"
 )
 
@@ -43,6 +44,8 @@ type Options struct {
 	SSH bool
 	// CloudInit is a file of the user's own cloud-config user-data.
 	CloudInit string
+	// Accel is auto, kvm or tcg; empty takes the configured default.
+	Accel string
 }
 
 // Spec is a validated run request.
@@ -63,6 +66,9 @@ type Spec struct {
 	SSH *SSHAccess `json:"ssh,omitempty"`
 	// CloudInit is the absolute path of the user's own user-data.
 	CloudInit string `json:"cloudInit,omitempty"`
+	// Accel is the accelerator asked for (auto, kvm, tcg); empty until
+	// the engine fills in its configured default.
+	Accel string `json:"accel,omitempty"`
 }
 
 // SSHAccess is how hutch reaches a guest it seeded.
@@ -116,6 +122,13 @@ func ParseSpec(o Options) (Spec, error) {
 		if err := ValidName(s.Name); err != nil {
 			return Spec{}, err
 		}
+	}
+	if o.Accel != "" {
+		mode, err := accel.ParseMode(o.Accel)
+		if err != nil {
+			return Spec{}, invalid("--accel: %v", err)
+		}
+		s.Accel = mode
 	}
 	if s.CPUs < 1 || s.CPUs > maxCPUs {
 		return Spec{}, invalid("invalid --cpus %d: give a number from 1 to %d", o.CPUs, maxCPUs)

@@ -3,13 +3,14 @@ package cloud
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 // waitTimeout is generous: under TCG, on a shared 2-core machine, a
@@ -244,7 +245,7 @@ func TestImportRaw(t *testing.T) {
 		t.Fatalf("import named the image %q, want blank", got)
 	}
 	cached := u.path("data/hutch/images/blank.qcow2")
-	info, err := exec.Command("qemu-img", "info", "--output=json", cached).Output()
+	info, err := testproc.Command("qemu-img", "info", "--output=json", cached).Output()
 	if err != nil || !strings.Contains(string(info), `"format": "qcow2"`) {
 		t.Fatalf("cached image is not qcow2: %s %v", info, err)
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 // debianGuest is a Debian 12 cloud guest built from Debian packages: a
@@ -104,7 +106,7 @@ func buildDebian(cache string) (debianGuest, error) {
 	}
 	defer logf.Close()
 	run := func(name string, args ...string) error {
-		cmd := exec.Command(name, args...)
+		cmd := testproc.Command(name, args...)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"}
 		if err := cmd.Run(); err != nil {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 // cloudUser runs hutch in these tests. It exists for them alone, so a
@@ -25,7 +27,10 @@ var (
 	debian   debianGuest
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) {
+	testproc.Main()
+	os.Exit(run(m))
+}
 
 func run(m *testing.M) int {
 	fail := func(format string, a ...any) int {
@@ -41,7 +46,7 @@ func run(m *testing.M) int {
 		}
 	}
 	if _, err := user.Lookup(cloudUser); err != nil {
-		if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", cloudUser).CombinedOutput(); err != nil {
+		if out, err := testproc.Command("useradd", "--create-home", "--shell", "/bin/sh", cloudUser).CombinedOutput(); err != nil {
 			return fail("useradd %s: %v: %s", cloudUser, err, out)
 		}
 	}
@@ -51,9 +56,14 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	os.Chmod(dir, 0o755)
+	cu, _ := user.Lookup(cloudUser)
+	uid, _ := strconv.Atoi(cu.Uid)
+	if err := testproc.StartReaper(testproc.Targets{UIDs: []int{uid}, ExeDirs: []string{dir}}); err != nil {
+		return fail("%v", err)
+	}
 	hutchBin = filepath.Join(dir, "hutch")
 	_, here, _, _ := runtime.Caller(0)
-	build := exec.Command("go", "build", "-o", hutchBin, "./cmd/hutch")
+	build := testproc.Command("go", "build", "-o", hutchBin, "./cmd/hutch")
 	build.Dir = filepath.Join(filepath.Dir(here), "..", "..")
 	if out, err := build.CombinedOutput(); err != nil {
 		return fail("build hutch: %v\n%s", err, out)
@@ -165,7 +175,7 @@ func (r result) String() string {
 // run runs hutch as the user, without a terminal.
 func (u *vmUser) run(args ...string) result {
 	u.t.Helper()
-	cmd := exec.Command(hutchBin, args...)
+	cmd := testproc.Command(hutchBin, args...)
 	cmd.Env = u.env
 	cmd.Dir = u.path("files")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.uid), Gid: uint32(u.gid), Groups: []uint32{}}}

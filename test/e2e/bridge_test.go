@@ -7,13 +7,14 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 const (
@@ -37,7 +38,7 @@ func TestBridgeNetwork(t *testing.T) {
 	conf := filepath.Join(dir, "udhcpd.conf")
 	os.WriteFile(filepath.Join(dir, "leases"), nil, 0o644)
 	os.WriteFile(conf, []byte(fmt.Sprintf("start 10.77.0.10\nend 10.77.0.20\ninterface hbr0\nlease_file %s/leases\noption subnet 255.255.255.0\noption router 10.77.0.1\n", dir)), 0o644)
-	dhcpd := exec.Command("ip", "netns", "exec", ns, "busybox", "udhcpd", "-f", conf)
+	dhcpd := testproc.Command("ip", "netns", "exec", ns, "busybox", "udhcpd", "-f", conf)
 	if err := dhcpd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +53,7 @@ func TestBridgeNetwork(t *testing.T) {
 	defer os.Chmod(bridgeHelper, fi.Mode())
 
 	inNS := func(args ...string) result {
-		c := exec.Command("ip", append([]string{"netns", "exec", ns, "setpriv", "--reuid", strconv.Itoa(u.uid),
+		c := testproc.Command("ip", append([]string{"netns", "exec", ns, "setpriv", "--reuid", strconv.Itoa(u.uid),
 			"--regid", strconv.Itoa(u.gid), "--clear-groups", "--", hutchBin}, args...)...)
 		c.Env = u.env
 		return u.runCmd(c)
@@ -100,15 +101,15 @@ func TestBridgeNetwork(t *testing.T) {
 	// Root (system mode) needs no helper: it makes the tap itself and
 	// passes it to a VMM that has no CAP_NET_ADMIN.
 	rootName := "sysbr-" + ns
-	t.Cleanup(func() { exec.Command(hutchBin, "rm", "-f", rootName).Run() })
-	c := exec.Command("ip", "netns", "exec", ns, hutchBin, "run", "-d", "--name", rootName, "--memory", "256M",
+	t.Cleanup(func() { testproc.Command(hutchBin, "rm", "-f", rootName).Run() })
+	c := testproc.Command("ip", "netns", "exec", ns, hutchBin, "run", "-d", "--name", rootName, "--memory", "256M",
 		"--kernel", guest.Kernel, "--initrd", guest.Initrd, "--append", "console=ttyS0", "--network", "bridge=hbr0")
 	if out, err := c.CombinedOutput(); err != nil {
 		t.Fatalf("bridged run as root: %v: %s", err, out)
 	}
 	var rootIP string
 	if !waitFor(bootTimeout, func() bool {
-		out, _ := exec.Command(hutchBin, "logs", rootName).Output()
+		out, _ := testproc.Command(hutchBin, "logs", rootName).Output()
 		m := addrRE.FindStringSubmatch(string(out))
 		if m != nil {
 			rootIP = m[1]
@@ -126,7 +127,7 @@ func reach(t *testing.T, ns, ip string) {
 	var out []byte
 	var err error
 	if !waitFor(60*time.Second, func() bool {
-		out, err = exec.Command("ip", "netns", "exec", ns, "curl", "-s", "-m", "3", "http://"+ip+"/").Output()
+		out, err = testproc.Command("ip", "netns", "exec", ns, "curl", "-s", "-m", "3", "http://"+ip+"/").Output()
 		return err == nil && strings.Contains(string(out), "hutch test guest")
 	}) {
 		t.Fatalf("host could not reach the guest at %s on the bridge: %v %q", ip, err, out)
@@ -140,14 +141,14 @@ func netns(t *testing.T) string {
 	rand.Read(b)
 	ns := "hutchtest-" + hex.EncodeToString(b)
 	sh(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	t.Cleanup(func() { testproc.Command("ip", "netns", "del", ns).Run() })
 	sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	return ns
 }
 
 func sh(t *testing.T, name string, args ...string) {
 	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+	if out, err := testproc.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 // bootTimeout is generous: the guest boots in seconds under TCG, but CI
@@ -30,6 +32,9 @@ type tUser struct {
 	env      []string
 	runDir   string // XDG_RUNTIME_DIR
 	dataDir  string // XDG_DATA_HOME
+	// groups are the supplementary groups hutch runs with; none unless a
+	// test grants one (kvm).
+	groups []uint32
 }
 
 // newUser gives a test its own XDG dirs for user n and, at cleanup,
@@ -69,10 +74,14 @@ func (r result) String() string {
 
 // cmd is hutch as this user, not yet started.
 func (u *tUser) cmd(args ...string) *exec.Cmd {
-	c := exec.Command(hutchBin, args...)
+	c := testproc.Command(hutchBin, args...)
 	c.Env = u.env
 	c.Dir = "/"
-	c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.uid), Gid: uint32(u.gid), Groups: []uint32{}}}
+	groups := u.groups
+	if groups == nil {
+		groups = []uint32{}
+	}
+	c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.uid), Gid: uint32(u.gid), Groups: groups}}
 	return c
 }
 
@@ -116,6 +125,7 @@ type view struct {
 	Groups        []int    `json:"groups"`
 	RuntimeDir    string   `json:"runtimeDir"`
 	Accel         string   `json:"accel"`
+	AccelReason   string   `json:"accelReason"`
 	Network       string   `json:"network"`
 	NetworkError  string   `json:"networkError"`
 	PasstPid      int      `json:"passtPid"`

@@ -13,8 +13,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hutch-vm/hutch/internal/config"
 	"github.com/hutch-vm/hutch/test/hostproc"
 	"github.com/hutch-vm/hutch/test/testguest"
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 // The unprivileged users the tests run hutch as. They exist only for the
@@ -28,6 +30,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	testproc.Main()
 	os.Exit(run(m))
 }
 
@@ -44,7 +47,7 @@ func run(m *testing.M) int {
 	}
 	for _, u := range testUsers {
 		if _, err := user.Lookup(u); err != nil {
-			if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", u).CombinedOutput(); err != nil {
+			if out, err := testproc.Command("useradd", "--create-home", "--shell", "/bin/sh", u).CombinedOutput(); err != nil {
 				fmt.Fprintf(os.Stderr, "e2e: useradd %s: %v: %s\n", u, err, out)
 				return 1
 			}
@@ -57,10 +60,20 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	os.Chmod(dir, 0o755)
+	targets := testproc.Targets{ExeDirs: []string{dir}, FirstUID: config.DefaultLeaseFirst, CountUID: config.DefaultLeaseCount}
+	for _, n := range testUsers {
+		u, _ := user.Lookup(n)
+		uid, _ := strconv.Atoi(u.Uid)
+		targets.UIDs = append(targets.UIDs, uid)
+	}
+	if err := testproc.StartReaper(targets); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
 	hutchBin = filepath.Join(dir, "hutch")
 	_, here, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(here), "..", "..")
-	build := exec.Command("go", "build", "-o", hutchBin, "./cmd/hutch")
+	build := testproc.Command("go", "build", "-o", hutchBin, "./cmd/hutch")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: build hutch: %v\n%s", err, out)

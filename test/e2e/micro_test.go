@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	ownguest "github.com/hutch-vm/hutch/internal/guest"
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 // With no image and no kernel, hutch boots the host's kernel with an
@@ -38,7 +38,7 @@ func TestMicroVMOwnInit(t *testing.T) {
 	dir := openDir(t)
 	static := filepath.Join(dir, "hutch-static")
 	_, here, _, _ := runtime.Caller(0)
-	build := exec.Command("go", "build", "-o", static, "./cmd/hutch")
+	build := testproc.Command("go", "build", "-o", static, "./cmd/hutch")
 	build.Dir = filepath.Join(filepath.Dir(here), "..", "..")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 // cheapRun is `run -d` of the test guest at its cheapest: 64M, and passt
@@ -615,8 +616,8 @@ func tinyDataDir(t *testing.T, u *tUser) (*tUser, func(free int)) {
 	}
 	sh(t, "mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", mnt)
 	t.Cleanup(func() {
-		if exec.Command("umount", mnt).Run() != nil {
-			exec.Command("umount", "-l", mnt).Run()
+		if testproc.Command("umount", mnt).Run() != nil {
+			testproc.Command("umount", "-l", mnt).Run()
 		}
 	})
 	data := filepath.Join(mnt, "data")
@@ -953,7 +954,7 @@ func TestBadInputTable(t *testing.T) {
 		os.WriteFile(noise, b, 0o644)
 		facts := fileFacts(t, noise)
 		u.ok("run", "-d", "--name", "noise", "--memory", "64M", "--network", "none", noise)
-		out, err := exec.Command("qemu-img", "info", "-U", "--output=json", vmDataDir(u, "noise")+"/disk0.qcow2").Output()
+		out, err := testproc.Command("qemu-img", "info", "-U", "--output=json", vmDataDir(u, "noise")+"/disk0.qcow2").Output()
 		var info struct {
 			BackingFile   string `json:"backing-filename"`
 			BackingFormat string `json:"backing-filename-format"`

@@ -7,13 +7,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 // rootUser runs hutch as root: system mode. Unlike newUser it has no
@@ -65,7 +66,7 @@ func TestSystemMode(t *testing.T) {
 
 	// A disk only root can open: the VMM must get it as a descriptor.
 	secret := filepath.Join(t.TempDir(), "secret.raw")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "raw", secret, "16M").CombinedOutput(); err != nil {
+	if out, err := testproc.Command("qemu-img", "create", "-q", "-f", "raw", secret, "16M").CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img: %v %s", err, out)
 	}
 	os.Chmod(secret, 0o600)
@@ -118,12 +119,12 @@ func TestSystemMode(t *testing.T) {
 	}
 	other := newUser(t, "hutchtest1")
 	probe := other.cmd("x").SysProcAttr
-	ls := exec.Command("/bin/ls", v.RuntimeDir)
+	ls := testproc.Command("/bin/ls", v.RuntimeDir)
 	ls.SysProcAttr = probe
 	if out, err := ls.CombinedOutput(); err == nil {
 		t.Errorf("an ordinary user lists the runtime dir: %s", out)
 	}
-	nc := exec.Command("/usr/bin/socat", "-", "UNIX-CONNECT:"+v.RuntimeDir+"/qmp.sock")
+	nc := testproc.Command("/usr/bin/socat", "-", "UNIX-CONNECT:"+v.RuntimeDir+"/qmp.sock")
 	nc.SysProcAttr = probe
 	if out, err := nc.CombinedOutput(); err == nil || !strings.Contains(string(out), "Permission denied") {
 		t.Errorf("an ordinary user connecting to qmp: %v %s", err, out)
@@ -143,7 +144,7 @@ func TestSystemMode(t *testing.T) {
 	guestShell(t, r, a, "cat /sys/block/vda/size", "32768")
 
 	// Its console log is root's: an ordinary user cannot read it.
-	cat := exec.Command("/bin/cat", "/var/lib/hutch/vms/"+a+"/console.log")
+	cat := testproc.Command("/bin/cat", "/var/lib/hutch/vms/"+a+"/console.log")
 	cat.SysProcAttr = probe
 	if out, err := cat.CombinedOutput(); err == nil {
 		t.Errorf("an ordinary user reads the console log: %q", tail(string(out), 200))

@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hutch-vm/hutch/internal/accel"
 	"github.com/hutch-vm/hutch/internal/config"
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 // containerd is a containerd the test runs as root in its own directories,
@@ -30,7 +32,7 @@ func startContainerd(t *testing.T) *containerd {
 	c.cmd = exec.Command("containerd", "--config", "/dev/null", "--root", filepath.Join(dir, "root"),
 		"--state", filepath.Join(dir, "state"), "--address", c.sock)
 	c.cmd.Stdout, c.cmd.Stderr = log, log
-	if err := c.cmd.Start(); err != nil {
+	if err := testproc.StartDaemon(c.cmd); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -39,7 +41,7 @@ func startContainerd(t *testing.T) *containerd {
 		log.Close()
 	})
 	deadline := time.Now().Add(30 * time.Second)
-	for exec.Command("ctr", "--address", c.sock, "version").Run() != nil {
+	for testproc.Command("ctr", "--address", c.sock, "version").Run() != nil {
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(log.Name())
 			t.Fatalf("containerd did not answer:\n%s", b)
@@ -50,7 +52,7 @@ func startContainerd(t *testing.T) *containerd {
 }
 
 func (c *containerd) ctr(args ...string) *exec.Cmd {
-	return exec.Command("ctr", append([]string{"--address", c.sock}, args...)...)
+	return testproc.Command("ctr", append([]string{"--address", c.sock}, args...)...)
 }
 
 // importImage loads the test image into containerd: root's Podman turns
@@ -66,7 +68,7 @@ func (c *containerd) importImage(t *testing.T, name, userSpec string) {
 		append(args, rootfsTar, name),
 		{"save", "--format", "docker-archive", "-o", archive, name},
 	} {
-		if out, err := exec.Command("podman", step...).CombinedOutput(); err != nil {
+		if out, err := testproc.Command("podman", step...).CombinedOutput(); err != nil {
 			t.Fatalf("podman %s: %v: %s", step, err, out)
 		}
 	}
@@ -125,6 +127,22 @@ func TestContainerdVMMIdentity(t *testing.T) {
 			vmm := childQEMU(shimPid)
 			if vmm == 0 {
 				t.Fatalf("no VMM under the container's pid %d (ctr task ls: %s)", shimPid, task.stdout)
+			}
+			// The accelerator is the probe's answer, with the notice in the
+			// runtime's log (containerd's shim passes --log).
+			probe := accel.ProbeDevice(accel.Device)
+			want := accel.TCG
+			if probe.Usable {
+				want = accel.KVM
+			}
+			if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", vmm)); !strings.Contains(string(cmdline), "\x00-accel\x00"+want+"\x00") {
+				t.Errorf("VMM command line %q, want -accel %s (%+v)", cmdline, want, probe)
+			}
+			if !probe.Usable {
+				logPath := filepath.Join(c.dir, "state", "io.containerd.runtime.v2.task", "default", tc.id, "log.json")
+				if b, err := os.ReadFile(logPath); err != nil || !strings.Contains(string(b), probe.Problem()+"; using TCG") {
+					t.Errorf("runtime log %s (%v): %q; want the TCG notice naming %q", logPath, err, b, probe.Problem())
+				}
 			}
 			st := procStatus(vmm)
 			uid, _ := strconv.Atoi(strings.Fields(st["Uid"])[0])

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hutch-vm/hutch/internal/console"
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 // dockerd is a Docker daemon the test runs as root with hutch-runtime
@@ -48,7 +49,7 @@ func startDockerd(t *testing.T) *dockerd {
 	}
 	cmd := exec.Command("dockerd", "--config-file", cfgPath)
 	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
+	if err := testproc.StartDaemon(cmd); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -79,7 +80,7 @@ func startDockerd(t *testing.T) *dockerd {
 }
 
 func (d *dockerd) docker(args ...string) *exec.Cmd {
-	return exec.Command("docker", append([]string{"-H", d.host}, args...)...)
+	return testproc.Command("docker", append([]string{"-H", d.host}, args...)...)
 }
 
 // TestDocker runs hutch-runtime as Docker's runtime "hutch" (daemon.json

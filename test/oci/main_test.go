@@ -16,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hutch-vm/hutch/internal/config"
 	"github.com/hutch-vm/hutch/internal/guest"
 	"github.com/hutch-vm/hutch/test/hostproc"
 	"github.com/hutch-vm/hutch/test/ocitest"
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 // podmanUser runs the rootless Podman tests; nothing else runs as it, so
@@ -39,7 +41,10 @@ var (
 	podman      *podmanRunner
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) {
+	testproc.Main()
+	os.Exit(run(m))
+}
 
 func run(m *testing.M) int {
 	if os.Geteuid() != 0 {
@@ -82,7 +87,7 @@ func setup(dir string) error {
 	_, here, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(here), "..", "..")
 	for _, b := range []string{"hutch-runtime", "hutch-agent"} {
-		build := exec.Command("go", "build", "-o", filepath.Join(binDir, b), "./cmd/"+b)
+		build := testproc.Command("go", "build", "-o", filepath.Join(binDir, b), "./cmd/"+b)
 		build.Dir, build.Env = root, append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			return fmt.Errorf("build %s: %v\n%s", b, err, out)
@@ -100,6 +105,9 @@ func setup(dir string) error {
 	os.Chmod(rootfsTar, 0o644)
 	u, err := ocitest.NewUser(podmanUser)
 	if err != nil {
+		return err
+	}
+	if err := testproc.StartReaper(testproc.Targets{UIDs: []int{u.UID}, ExeDirs: []string{binDir}, FirstUID: config.DefaultLeaseFirst, CountUID: config.DefaultLeaseCount}); err != nil {
 		return err
 	}
 	podman = &podmanRunner{u}

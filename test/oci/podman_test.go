@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -308,4 +309,32 @@ func outwardIP(t *testing.T) string {
 	}
 	t.Fatal("this host has no non-loopback IPv4 address for the container to reach")
 	return ""
+}
+
+// TestPodmanBootTimeout: a guest whose agent does not answer within the
+// configured boot_timeout fails create within that bound and leaves no
+// VMM. One second is shorter than any boot to the agent, so the limit
+// trips; the user's own config is what rootless hutch-runtime reads.
+func TestPodmanBootTimeout(t *testing.T) {
+	dir := filepath.Join(podman.Home, ".config", "hutch")
+	cfg := filepath.Join(dir, "hutch.toml")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte("boot_timeout = \"1s\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(cfg) })
+	start := time.Now()
+	r := runCmd(t, podman.podman("run", "--rm", image, "true"))
+	took := time.Since(start)
+	if r.code == 0 || !strings.Contains(r.stderr, "did not start its agent within 1s") {
+		t.Errorf("podman run with boot_timeout 1s: exit %d, stderr %s; want a failure naming the limit", r.code, r.stderr)
+	}
+	if took > 90*time.Second {
+		t.Errorf("the failed create took %s", took)
+	}
+	if left := podman.vmms(10 * time.Second); len(left) > 0 {
+		t.Errorf("VMMs left after the failed create: %v", left)
+	}
 }

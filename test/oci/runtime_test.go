@@ -13,6 +13,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 // bundle writes an OCI bundle with the test image's root and a
@@ -21,7 +23,7 @@ func bundle(t *testing.T, edit func(*specs.Spec)) string {
 	dir := t.TempDir()
 	rootfs := filepath.Join(dir, "rootfs")
 	os.Mkdir(rootfs, 0o755)
-	if out, err := exec.Command("tar", "-xf", rootfsTar, "-C", rootfs).CombinedOutput(); err != nil {
+	if out, err := testproc.Command("tar", "-xf", rootfsTar, "-C", rootfs).CombinedOutput(); err != nil {
 		t.Fatalf("unpack rootfs: %v: %s", err, out)
 	}
 	s := &specs.Spec{
@@ -70,7 +72,7 @@ func (r *rt) run(args ...string) result {
 	errf, _ := os.Create(errPath)
 	defer out.Close()
 	defer errf.Close()
-	c := exec.Command(runtimeBin, append([]string{"--root", r.root}, args...)...)
+	c := testproc.Command(runtimeBin, append([]string{"--root", r.root}, args...)...)
 	c.Stdout, c.Stderr = out, errf
 	err := c.Run()
 	res := result{stdout: readFile(outPath), stderr: readFile(errPath), outPath: outPath, errPath: errPath}
@@ -188,7 +190,7 @@ func TestRuntimeLifecycle(t *testing.T) {
 func TestRuntimeSignalStatus(t *testing.T) {
 	r := newRuntime(t)
 	b := bundle(t, func(s *specs.Spec) { s.Process.Args = []string{"sleep", "1000"} })
-	c := exec.Command(runtimeBin, "--root", r.root, "run", "--bundle", b, "sig")
+	c := testproc.Command(runtimeBin, "--root", r.root, "run", "--bundle", b, "sig")
 	outPath := filepath.Join(r.dir, "run-output")
 	out, _ := os.Create(outPath)
 	defer out.Close()
@@ -359,7 +361,7 @@ func TestRuntimeKilledCreate(t *testing.T) {
 	r := newRuntime(t)
 	out, _ := os.Create(filepath.Join(r.dir, "create-output"))
 	defer out.Close()
-	c := exec.Command(runtimeBin, "--root", r.root, "create", "--bundle", bundle(t, nil), "killed")
+	c := testproc.Command(runtimeBin, "--root", r.root, "create", "--bundle", bundle(t, nil), "killed")
 	c.Stdout, c.Stderr = out, out
 	if err := c.Start(); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/hutch-vm/hutch/internal/guest"
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 // PageText is what the image's web page says.
@@ -68,7 +69,7 @@ type User struct {
 
 func NewUser(name string) (*User, error) {
 	if _, err := user.Lookup(name); err != nil {
-		if out, err := exec.Command("useradd", "--create-home", "--shell", "/bin/sh", name).CombinedOutput(); err != nil {
+		if out, err := testproc.Command("useradd", "--create-home", "--shell", "/bin/sh", name).CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("useradd %s: %v: %s", name, err, out)
 		}
 	}
@@ -89,7 +90,7 @@ func NewUser(name string) (*User, error) {
 				flag = "--add-subgids"
 			}
 			base := 1000000 + e.UID*65536
-			if out, err := exec.Command("usermod", flag, fmt.Sprintf("%d-%d", base, base+65535), name).CombinedOutput(); err != nil {
+			if out, err := testproc.Command("usermod", flag, fmt.Sprintf("%d-%d", base, base+65535), name).CombinedOutput(); err != nil {
 				return nil, fmt.Errorf("usermod %s %s: %v: %s", flag, name, err, out)
 			}
 		}
@@ -113,7 +114,7 @@ func (e *User) Env() []string {
 // cgroupfs (crun and systemd refuse hybrid cgroup hosts for rootless use).
 func (e *User) Podman(runtime string, args ...string) *exec.Cmd {
 	full := append([]string{"--cgroup-manager=cgroupfs", "--events-backend=file", "--runtime", runtime}, args...)
-	c := exec.Command("podman", full...)
+	c := testproc.Command("podman", full...)
 	c.Env, c.Dir = e.Env(), e.Home
 	c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(e.UID), Gid: uint32(e.GID), Groups: []uint32{}}}
 	return c

@@ -25,6 +25,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hutch-vm/hutch/internal/config"
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 const runtimeTools = "github.com/opencontainers/runtime-tools"
@@ -75,6 +78,20 @@ type env struct {
 	logs        string
 }
 
+// ociTempPrefix starts the name of the test's work dir; the reaper kills
+// every process running a binary from such a dir.
+const ociTempPrefix = "ociv-"
+
+func TestMain(m *testing.M) {
+	testproc.Main()
+	err := testproc.StartReaper(testproc.Targets{ExeDirs: []string{filepath.Join(os.TempDir(), ociTempPrefix)}, FirstUID: config.DefaultLeaseFirst, CountUID: config.DefaultLeaseCount})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ocivalidation:", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
 func TestValidation(t *testing.T) {
 	e := prepare(t)
 	for _, p := range programs {
@@ -98,7 +115,7 @@ func prepare(t *testing.T) *env {
 		}
 	}
 	// Short paths: hutch-runtime keeps unix sockets under its --root.
-	work, err := os.MkdirTemp("", "ociv-")
+	work, err := os.MkdirTemp("", ociTempPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +144,7 @@ func prepare(t *testing.T) *env {
 	// runtimetest runs in the guest, from the container's rootfs.
 	goBuild(t, tools, []string{"CGO_ENABLED=0"}, "-o", filepath.Join(e.validations, "runtimetest"), runtimeTools+"/cmd/runtimetest")
 
-	list := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", runtimeTools)
+	list := testproc.Command("go", "list", "-m", "-f", "{{.Dir}}", runtimeTools)
 	list.Dir = tools
 	out, err := list.Output()
 	if err != nil {
@@ -154,7 +171,7 @@ func prepare(t *testing.T) *env {
 
 func goBuild(t *testing.T, dir string, extraEnv []string, args ...string) {
 	t.Helper()
-	cmd := exec.Command("go", append([]string{"build"}, args...)...)
+	cmd := testproc.Command("go", append([]string{"build"}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), extraEnv...)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -276,7 +293,7 @@ func (e *env) removeLeftovers(t *testing.T) {
 	entries, _ := os.ReadDir(e.state)
 	for _, d := range entries {
 		if d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
-			if out, err := exec.Command(e.runtimeBin, "--root", e.state, "delete", "--force", d.Name()).CombinedOutput(); err != nil {
+			if out, err := testproc.Command(e.runtimeBin, "--root", e.state, "delete", "--force", d.Name()).CombinedOutput(); err != nil {
 				t.Logf("delete --force %s: %v: %s", d.Name(), err, out)
 			}
 		}

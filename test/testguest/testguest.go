@@ -24,6 +24,7 @@ import (
 	"syscall"
 
 	"github.com/hutch-vm/hutch/internal/guest"
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 const (
@@ -255,7 +256,7 @@ func buildDisk(dir string, tools map[string]string, g Guest) (err error) {
 		{tools["qemu-img"], "convert", "-q", "-f", "raw", "-O", "qcow2", raw, qcow},
 	}
 	for _, s := range steps {
-		cmd := exec.Command(s[0], s[1:]...)
+		cmd := testproc.Command(s[0], s[1:]...)
 		// mtools rejects images whose size is not a whole number of
 		// tracks of its assumed geometry unless told not to check.
 		cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")

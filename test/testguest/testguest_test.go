@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 // bootDeadline bounds each boot from exec to Marker. Under TCG this guest
@@ -55,7 +57,7 @@ func TestBuild(t *testing.T) {
 			t.Errorf("%s is outside the cache dir %s", p, dir)
 		}
 	}
-	out, err := exec.Command("qemu-img", "info", g.DiskImage).CombinedOutput()
+	out, err := testproc.Command("qemu-img", "info", g.DiskImage).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "file format: qcow2") {
 		t.Errorf("qemu-img info %s: %v\n%s", g.DiskImage, err, out)
 	}
@@ -216,7 +218,7 @@ func startVM(t *testing.T, args ...string) *vm {
 	t.Helper()
 	base := []string{"-accel", "tcg", "-nodefaults", "-no-user-config", "-display", "none",
 		"-m", "256", "-serial", "stdio"}
-	cmd := exec.Command("qemu-system-x86_64", append(base, args...)...)
+	cmd := testproc.Command("qemu-system-x86_64", append(base, args...)...)
 	v := &vm{cmd: cmd, done: make(chan struct{})}
 	cmd.Stdout = (*vmWriter)(v)
 	cmd.Stderr = (*vmWriter)(v)

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 //go:embed udpecho/main.go
@@ -25,7 +27,7 @@ func buildUDPEcho() ([]byte, error) {
 	defer os.RemoveAll(dir)
 	os.WriteFile(filepath.Join(dir, "main.go"), udpechoSource, 0o644)
 	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module udpecho\n\ngo 1.21\n"), 0o644)
-	cmd := exec.Command(gobin, "build", "-trimpath", "-ldflags=-s -w", "-o", "udpecho", ".")
+	cmd := testproc.Command(gobin, "build", "-trimpath", "-ldflags=-s -w", "-o", "udpecho", ".")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=")
 	if out, err := cmd.CombinedOutput(); err != nil {
