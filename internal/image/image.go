@@ -118,7 +118,7 @@ func Import(l store.Layout, file, name string, progress io.Writer) (Image, error
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
 		return Image{}, &InputError{fmt.Sprintf("image file %s is not a regular file: give a qcow2 or raw image", file)}
 	}
-	chain, err := disk.Chain(file)
+	chain, _, err := disk.Resolve(file, "", disk.Rules{SameOwner: os.Geteuid() == 0})
 	if err != nil {
 		return Image{}, &InputError{err.Error()}
 	}

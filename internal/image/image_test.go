@@ -58,7 +58,7 @@ func TestBar(t *testing.T) {
 
 func formatOf(t *testing.T, path string) string {
 	t.Helper()
-	chain, err := disk.Chain(path)
+	chain, _, err := disk.Resolve(path, "", disk.Rules{})
 	if err != nil {
 		t.Fatal(err)
 	}

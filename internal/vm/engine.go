@@ -77,7 +77,7 @@ func (e *Engine) Run(s Spec, console *os.File) (string, error) {
 	rec := Record{Name: s.Name, Created: time.Now().UTC(), Spec: s, Plan: plan, Status: Status{State: StateCreated, Creator: creator}}
 	fill := func(staging string) error {
 		for _, ov := range plan.Overlays {
-			if err := disk.CreateOverlay(ov.Base, ov.BaseFormat, filepath.Join(staging, filepath.Base(ov.Path))); err != nil {
+			if err := disk.CreateOverlay(ov.Base, ov.BaseFormat, ov.BaseSize, filepath.Join(staging, filepath.Base(ov.Path))); err != nil {
 				return err
 			}
 		}

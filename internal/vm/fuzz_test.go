@@ -180,12 +180,18 @@ func FuzzParseSpec(f *testing.F) {
 			t.Fatalf("ParseSpec(%#v) disks = %+v", o, s.Disks)
 		}
 		for i, d := range s.Disks {
-			written := d.Path
-			if d.ReadOnly {
-				written += ",ro"
+			// The path is what precedes the first comma, and the disk
+			// written back in canonical form parses to itself.
+			canon := d.Path
+			if d.Format != "" {
+				canon += ",format=" + d.Format
 			}
-			if d.Path == "" || written != o.Disks[i] {
-				t.Fatalf("ParseSpec(%#v) disk %d = %+v", o, i, d)
+			if d.ReadOnly {
+				canon += ",ro"
+			}
+			again, err := parseDisk(canon)
+			if d.Path == "" || d.Path != strings.Split(o.Disks[i], ",")[0] || err != nil || again != d {
+				t.Fatalf("ParseSpec(%#v) disk %d = %+v (again %+v, %v)", o, i, d, again, err)
 			}
 		}
 		want := []netstack.Forward{}

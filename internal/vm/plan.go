@@ -118,17 +118,28 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		}
 	}
 	var overlays []Overlay
+	rules := disk.Rules{SameOwner: e.System}
+	var disks []PlannedDisk
 	if s.Image != "" {
-		chain, err := disk.Chain(s.Image)
+		// The base is never written, so its format may be read from it;
+		// its chain is read by hutch's own parser and pinned in the argv.
+		chain, size, err := disk.Resolve(s.Image, "", rules)
 		if err != nil {
-			return Plan{}, &InputError{msg: err.Error()}
+			return Plan{}, invalid("IMAGE %v", err)
 		}
-		// The base's format goes into the overlay's header, so QEMU never
-		// probes (and never trusts) a raw base's content.
-		ov := Overlay{Path: e.Layout.VM(s.Name).Overlay(0), Base: s.Image, BaseFormat: chain[0].Format}
+		// A file a guest once wrote as a raw disk can carry any header: a
+		// backing file named in it would hand the caller's own files (an
+		// ssh key, /etc/shadow for root) to the next guest. An IMAGE is
+		// therefore standalone; import flattens a chain the user vouches for.
+		if len(chain) > 1 {
+			return Plan{}, invalid("IMAGE %s has a backing file (%s): hutch boots standalone images; flatten it with hutch image import %s, or attach the chain with --disk %s,format=qcow2", s.Image, chain[1].Path, s.Image, s.Image)
+		}
+		ov := Overlay{Path: e.Layout.VM(s.Name).Overlay(0), Base: s.Image, BaseFormat: chain[0].Format, BaseSize: size}
 		overlays = append(overlays, ov)
+		chain = append([]disk.Layer{{Path: ov.Path, Format: disk.QCOW2}}, chain...)
+		disks = append(disks, PlannedDisk{Source: "IMAGE", Chain: chain})
 		// With --kernel, QEMU's kernel loader holds boot index 0.
-		fds.drive(&cfg, append([]disk.Layer{{Path: ov.Path, Format: "qcow2"}}, chain...), false, s.Kernel == "")
+		fds.drive(&cfg, chain, false, s.Kernel == "")
 	}
 	cloud, err := e.planCloud(s, &fds, &cfg)
 	if err != nil {
@@ -142,10 +153,19 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		if s.Disks[i].Path, err = readable("--disk", d.Path, mode); err != nil {
 			return Plan{}, err
 		}
-		chain, err := disk.Chain(s.Disks[i].Path)
-		if err != nil {
-			return Plan{}, &InputError{msg: err.Error()}
+		path := s.Disks[i].Path
+		if d.Format == "" {
+			// A guest writes this file: its content never picks the format.
+			if disk.LooksQCOW2(path) {
+				return Plan{}, invalid("--disk %s starts with a qcow2 header but names no format: add ,format=qcow2 if you made it as qcow2, or ,format=raw if a guest wrote it (raw is the default, never probed)", d.Path)
+			}
+			s.Disks[i].Format = disk.Raw
 		}
+		chain, _, err := disk.Resolve(path, s.Disks[i].Format, rules)
+		if err != nil {
+			return Plan{}, invalid("--disk %v", err)
+		}
+		disks = append(disks, PlannedDisk{Source: "--disk", Chain: chain, ReadOnly: d.ReadOnly})
 		fds.drive(&cfg, chain, d.ReadOnly, false)
 	}
 	paths := e.Layout.VM(s.Name)
@@ -167,7 +187,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		}
 		cfg.Netdev = netstack.TapNetdev("n0", fds.add(FD{Kind: FDTap}))
 	}
-	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Passt: passt, RunDir: paths.Run, Accel: choice, cloud: cloud}
+	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Disks: disks, Passt: passt, RunDir: paths.Run, Accel: choice, cloud: cloud}
 	if cloud != nil {
 		plan.Seed = paths.Seed()
 	}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/hutch-vm/hutch/internal/accel"
+	"github.com/hutch-vm/hutch/internal/disk"
 	"github.com/hutch-vm/hutch/internal/identity"
 	"github.com/hutch-vm/hutch/internal/netstack"
 	"github.com/hutch-vm/hutch/internal/qemu"
@@ -28,6 +29,8 @@ type Plan struct {
 	Identity identity.Identity `json:"identity"`
 	// Overlays are the files hutch made for this VM and removes with it.
 	Overlays []Overlay `json:"overlays,omitempty"`
+	// Disks are the resolved chains, as QEMU's argv pins them.
+	Disks []PlannedDisk `json:"disks,omitempty"`
 	// Passt is the network helper the supervisor starts before QEMU.
 	Passt *Helper `json:"passt,omitempty"`
 	// BridgeHelper opens the tap of a bridged VM; Args[0] is the bridge.
@@ -53,6 +56,15 @@ type Overlay struct {
 	Path       string `json:"path"`
 	Base       string `json:"base"`
 	BaseFormat string `json:"baseFormat"`
+	BaseSize   uint64 `json:"baseSize"`
+}
+
+// PlannedDisk is one drive: where it came from (IMAGE or --disk) and every
+// file of its chain, top first, with the format hutch fixed for each.
+type PlannedDisk struct {
+	Source   string       `json:"source"`
+	Chain    []disk.Layer `json:"chain"`
+	ReadOnly bool         `json:"readOnly,omitempty"`
 }
 
 // Record is what hutch keeps about one VM, in its data dir.
@@ -110,6 +122,8 @@ type View struct {
 	Ports    []netstack.Forward `json:"ports"`
 	Image    string             `json:"image,omitempty"`
 	Kernel   string             `json:"kernel,omitempty"`
+	// Disks are the drives and their resolved chains.
+	Disks []PlannedDisk `json:"disks"`
 	// SSH is the login hutch ssh uses; absent for a VM run without --ssh.
 	SSH      *SSHAccess `json:"ssh,omitempty"`
 	Created  time.Time  `json:"created"`
@@ -151,6 +165,10 @@ func (r Record) view() View {
 		Machine: r.Plan.VMM.Machine, CPUs: r.Spec.CPUs, MemoryMiB: r.Spec.MemoryMiB,
 		Network: r.Spec.Network, Bridge: r.Spec.Bridge, Ports: r.Spec.Ports, Image: r.Spec.Image, Kernel: r.Spec.Kernel,
 		SSH: r.Spec.SSH, Created: r.Created, Reason: s.Reason, Command: r.Plan.VMM.Argv(r.Plan.QEMU), Descriptors: r.Plan.FDs,
+		Disks: r.Plan.Disks,
+	}
+	if v.Disks == nil {
+		v.Disks = []PlannedDisk{}
 	}
 	if v.Groups == nil {
 		v.Groups = []int{}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/hutch-vm/hutch/internal/accel"
+	"github.com/hutch-vm/hutch/internal/disk"
 	"github.com/hutch-vm/hutch/internal/netstack"
 )
 
@@ -78,9 +79,37 @@ type SSHAccess struct {
 }
 
 // Disk is an extra disk attached as it is (not through an overlay).
+// Format is what the user said (raw when they said nothing): a guest
+// writes this file, so its content never decides how it is read.
 type Disk struct {
 	Path     string `json:"path"`
 	ReadOnly bool   `json:"readOnly,omitempty"`
+	Format   string `json:"format"`
+}
+
+// parseDisk reads --disk PATH[,format=raw|qcow2][,ro|rw].
+func parseDisk(arg string) (Disk, error) {
+	parts := strings.Split(arg, ",")
+	d := Disk{Path: parts[0]}
+	for _, o := range parts[1:] {
+		switch {
+		case o == "ro":
+			d.ReadOnly = true
+		case o == "rw":
+			d.ReadOnly = false
+		case strings.HasPrefix(o, "format="):
+			d.Format = strings.TrimPrefix(o, "format=")
+			if d.Format != disk.Raw && d.Format != disk.QCOW2 {
+				return Disk{}, invalid("invalid --disk %q: format=%s: use format=raw or format=qcow2", arg, d.Format)
+			}
+		default:
+			return Disk{}, invalid("invalid --disk %q: unknown option %q; give PATH[,format=raw|qcow2][,ro|rw]", arg, o)
+		}
+	}
+	if d.Path == "" {
+		return Disk{}, invalid("invalid --disk %q: give PATH[,format=raw|qcow2][,ro|rw]", arg)
+	}
+	return d, nil
 }
 
 // Networks hutch knows. An empty Network means the default: slirp, or
@@ -146,15 +175,12 @@ func ParseSpec(o Options) (Spec, error) {
 	if s.Kernel == "" && (s.Initrd != "" || s.Append != "") {
 		return Spec{}, invalid("--initrd and --append need --kernel")
 	}
-	for _, d := range o.Disks {
-		disk := Disk{Path: d}
-		if p, ok := strings.CutSuffix(d, ",ro"); ok {
-			disk = Disk{Path: p, ReadOnly: true}
+	for _, arg := range o.Disks {
+		d, err := parseDisk(arg)
+		if err != nil {
+			return Spec{}, err
 		}
-		if disk.Path == "" {
-			return Spec{}, invalid("invalid --disk %q: give PATH or PATH,ro", d)
-		}
-		s.Disks = append(s.Disks, disk)
+		s.Disks = append(s.Disks, d)
 	}
 	if br, ok := strings.CutPrefix(s.Network, NetBridge+"="); ok {
 		if err := netstack.ValidBridge(br); err != nil {

@@ -116,24 +116,31 @@ func (u *tUser) ok(args ...string) string {
 
 // view is the part of `hutch inspect` the tests read.
 type view struct {
-	Name          string   `json:"name"`
-	State         string   `json:"state"`
-	Pid           int      `json:"pid"`
-	SupervisorPid int      `json:"supervisorPid"`
-	UID           int      `json:"uid"`
-	GID           int      `json:"gid"`
-	Groups        []int    `json:"groups"`
-	RuntimeDir    string   `json:"runtimeDir"`
-	Accel         string   `json:"accel"`
-	AccelReason   string   `json:"accelReason"`
-	Network       string   `json:"network"`
-	NetworkError  string   `json:"networkError"`
-	PasstPid      int      `json:"passtPid"`
-	Created       string   `json:"created"`
-	ExitCode      *int     `json:"exitCode"`
-	Reason        string   `json:"reason"`
-	Command       []string `json:"command"`
-	Descriptors   []struct {
+	Name          string `json:"name"`
+	State         string `json:"state"`
+	Pid           int    `json:"pid"`
+	SupervisorPid int    `json:"supervisorPid"`
+	UID           int    `json:"uid"`
+	GID           int    `json:"gid"`
+	Groups        []int  `json:"groups"`
+	RuntimeDir    string `json:"runtimeDir"`
+	Accel         string `json:"accel"`
+	AccelReason   string `json:"accelReason"`
+	Disks         []struct {
+		Source string `json:"source"`
+		Chain  []struct {
+			Path   string `json:"path"`
+			Format string `json:"format"`
+		} `json:"chain"`
+	} `json:"disks"`
+	Network      string   `json:"network"`
+	NetworkError string   `json:"networkError"`
+	PasstPid     int      `json:"passtPid"`
+	Created      string   `json:"created"`
+	ExitCode     *int     `json:"exitCode"`
+	Reason       string   `json:"reason"`
+	Command      []string `json:"command"`
+	Descriptors  []struct {
 		Kind  string `json:"kind"`
 		Path  string `json:"path"`
 		Write bool   `json:"write"`
