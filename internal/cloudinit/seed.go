@@ -29,6 +29,10 @@ func (e *UserDataError) Error() string { return e.msg }
 // a NoCloud seed file is far above what a hand-written config needs.
 const maxUserData = 1 << 20
 
+// MaxUserData is how much of a user-data file is ever read: one byte
+// past the limit is enough to refuse it.
+const MaxUserData = maxUserData
+
 // ParseUserData checks that data is cloud-config: the #cloud-config
 // header, then a YAML mapping. It returns the mapping.
 func ParseUserData(data []byte) (map[string]any, error) {

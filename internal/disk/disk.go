@@ -145,10 +145,13 @@ func readHeader(path, format string) (Header, uint32, error) {
 	if err != nil {
 		return Header{}, 0, fmt.Errorf("stat image %s: %w", path, err)
 	}
+	uid := fi.Sys().(*syscall.Stat_t).Uid
+	if isBlock := fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0; isBlock && format == Raw {
+		return Header{Format: Raw}, uid, nil // a block device given as a raw disk
+	}
 	if !fi.Mode().IsRegular() {
 		return Header{}, 0, fmt.Errorf("%s is not a regular file (%s): give an image file", path, fi.Mode().Type())
 	}
-	uid := fi.Sys().(*syscall.Stat_t).Uid
 	magic := make([]byte, 4)
 	n, _ := f.ReadAt(magic, 0)
 	if format == "" {

@@ -112,10 +112,30 @@ func (l *Ledger) Acquire(vm string, holder store.Proc) (Lease, error) {
 // supervisor that outlives the CLI takes it over, so the lease lives
 // exactly as long as the VM does.
 func (l *Ledger) SetHolder(vm string, holder store.Proc) error {
+	return l.setHolder(vm, nil, holder)
+}
+
+// TakeOver is SetHolder for the supervisor: it succeeds only while vm
+// still holds the lease of uid. A lease that was reclaimed (the CLI died
+// before handing it over) may be another VM's id by now, and two VMMs
+// must never share one.
+func (l *Ledger) TakeOver(vm string, uid uint32, holder store.Proc) error {
+	return l.setHolder(vm, &uid, holder)
+}
+
+func (l *Ledger) setHolder(vm string, uid *uint32, holder store.Proc) error {
 	err := l.update(func(f *ledgerFile) error {
 		i := find(f.Leases, vm)
 		if i < 0 {
 			return errors.New("no lease")
+		}
+		if uid != nil && f.Leases[i].UID != *uid {
+			return fmt.Errorf("the lease is now uid %d, not %d", f.Leases[i].UID, *uid)
+		}
+		for _, o := range f.Leases {
+			if uid != nil && o.VM != vm && o.UID == *uid {
+				return fmt.Errorf("uid %d is leased to vm %q", *uid, o.VM)
+			}
 		}
 		f.Leases[i].Holder = holder
 		return nil

@@ -503,3 +503,31 @@ func TestHostTakenOnThisHost(t *testing.T) {
 		t.Fatalf("first lease in the default range on this host = %d", lease.UID)
 	}
 }
+
+// A supervisor takes over only the lease its record names: once the lease
+// was reclaimed and its id given to another VM, it must refuse to run.
+func TestTakeOverRefusesALostLease(t *testing.T) {
+	l := newLedger(t, 100, 10)
+	me := self(t)
+	a, err := l.Acquire("a", me)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.TakeOver("a", a.UID, me); err != nil {
+		t.Fatalf("TakeOver of its own lease: %v", err)
+	}
+	if err := l.TakeOver("a", a.UID+1, me); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("now uid %d", a.UID)) {
+		t.Errorf("TakeOver with another uid: %v", err)
+	}
+	// The CLI died, the lease was reclaimed, and b got the same id.
+	if err := l.Release("a"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.Acquire("b", me)
+	if err != nil || b.UID != a.UID {
+		t.Fatalf("b leased %+v, %v; want uid %d", b, err, a.UID)
+	}
+	if err := l.TakeOver("a", a.UID, me); err == nil || !strings.Contains(err.Error(), "no lease") {
+		t.Errorf("TakeOver of a reclaimed lease: %v", err)
+	}
+}

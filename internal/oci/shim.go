@@ -117,11 +117,8 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 		return 1, err
 	}
 	if hasNetNamespace(spec) && os.Geteuid() == 0 {
-		// Published ports reach the guest through QEMU listening in this
-		// namespace, as an unprivileged VMM: let it bind low ports here,
-		// and only here.
-		if err := os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte("0"), 0); err != nil {
-			slog.Warn("low ports stay privileged in the container's namespace", "err", err)
+		if restore := openLowPorts(); restore != nil {
+			defer restore()
 		}
 	}
 	used, err := namespaceNets()
@@ -205,6 +202,57 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 			s.conn.SendJSON(agent.TypeSignal, 0, agent.Signal{Signal: n})
 		}
 	}
+}
+
+// unprivilegedPortStart is the sysctl of the network namespace this
+// process is in.
+const unprivilegedPortStart = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+
+// openLowPorts lets the unprivileged VMM bind low ports in the container's
+// network namespace, where published ports reach the guest, and returns
+// what puts the old value back. Never in the host's own namespace (a
+// bundle can name it): there it would open low ports to every user.
+func openLowPorts() (restore func()) {
+	if shared, err := sharesCallersNet(); err != nil || shared {
+		slog.Warn("low ports stay privileged: the container shares the host's or its engine's network namespace, or that cannot be told", "err", err)
+		return nil
+	}
+	old, err := os.ReadFile(unprivilegedPortStart)
+	if err != nil {
+		slog.Warn("low ports stay privileged in the container's namespace", "err", err)
+		return nil
+	}
+	if err := os.WriteFile(unprivilegedPortStart, []byte("0"), 0); err != nil {
+		slog.Warn("low ports stay privileged in the container's namespace", "err", err)
+		return nil
+	}
+	return func() {
+		if err := os.WriteFile(unprivilegedPortStart, old, 0); err != nil {
+			slog.Warn("restore ip_unprivileged_port_start", "err", err)
+		}
+	}
+}
+
+// sharesCallersNet reports whether this process's network namespace is
+// that of init or of whoever ran it (create, in the engine's namespace):
+// either is the host's as far as the container is concerned. Init's may
+// be out of reach (a sandbox); the caller's is always ours to see.
+func sharesCallersNet() (bool, error) {
+	self, err := os.Stat("/proc/self/ns/net")
+	if err != nil {
+		return false, err
+	}
+	caller, err := os.Stat(fmt.Sprintf("/proc/%d/ns/net", os.Getppid()))
+	if err != nil {
+		return false, err
+	}
+	if os.SameFile(self, caller) {
+		return true, nil
+	}
+	if init, err := os.Stat("/proc/1/ns/net"); err == nil && os.SameFile(self, init) {
+		return true, nil
+	}
+	return false, nil
 }
 
 // handshake waits for the agent and sets the container up.

@@ -44,7 +44,11 @@ func Run(l store.Layout, name string, ready *os.File, attach *os.File) error {
 	}
 	s := &supervisor{paths: p, rec: rec}
 	if rec.Plan.System {
-		s.takeLease(l)
+		if err := s.takeLease(l); err != nil {
+			s.finish(-1, err.Error())
+			fail(ready, err)
+			return err
+		}
 	} else if err := limitSelf(); err != nil {
 		slog.Warn("running without rlimits", "err", err)
 	}
@@ -310,19 +314,22 @@ func (s *supervisor) finish(code int, reason string) {
 
 // takeLease makes this supervisor the holder of the VM's identity and puts
 // the VM in a cgroup of its own where the host offers one.
-func (s *supervisor) takeLease(l store.Layout) {
+func (s *supervisor) takeLease(l store.Layout) error {
 	self, _ := store.Self()
-	s.ledger = &identity.Ledger{Path: l.Leases()}
-	if err := s.ledger.SetHolder(s.rec.Name, self); err != nil {
-		slog.Error("take over the lease", "err", err)
+	ledger := &identity.Ledger{Path: l.Leases()}
+	if err := ledger.TakeOver(s.rec.Name, uint32(s.rec.Plan.Identity.UID), self); err != nil {
+		// Not ours to release either: the id may be another VM's now.
+		return fmt.Errorf("vm %q lost its leased id before it started (%w); run it again", s.rec.Name, err)
 	}
+	s.ledger = ledger
 	mem := int64(s.rec.Spec.MemoryMiB+vmmOverheadMiB) << 20
 	g, err := cgroup.Create(cgroup.Host(), s.rec.Name, cgroup.Limits{MemoryBytes: mem, Pids: vmPids, CPUs: float64(s.rec.Spec.CPUs)})
 	if err != nil {
 		slog.Warn("running without a cgroup", "reason", err)
-		return
+		return nil
 	}
 	s.cgroup = g
+	return nil
 }
 
 // Cgroup limits beyond the guest's own memory and CPUs: QEMU's own heap,

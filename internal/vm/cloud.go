@@ -51,7 +51,7 @@ func (e *Engine) planCloud(s *Spec, fds *fdTable, cfg *qemu.Config) (*cloudPlan,
 		if err != nil {
 			return nil, err
 		}
-		data, err := os.ReadFile(path)
+		data, err := readLimited(path, cloudinit.MaxUserData+1)
 		if err != nil {
 			return nil, invalid("--cloud-init %s: %v", s.CloudInit, err)
 		}

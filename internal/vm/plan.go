@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -250,7 +251,8 @@ func readable(flag, path string, mode int) (string, error) {
 	if err != nil {
 		return "", invalid("%s %s: %v", flag, path, err)
 	}
-	f, err := os.OpenFile(abs, mode, 0)
+	// Non-blocking: a FIFO must be refused, not wait for a writer.
+	f, err := os.OpenFile(abs, mode|syscall.O_NONBLOCK, 0)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return "", invalid("%s %s does not exist: check the path", flag, path)
@@ -264,10 +266,26 @@ func readable(flag, path string, mode int) (string, error) {
 		return "", invalid("%s %s: %v", flag, path, err)
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+		return "", invalid("%s %s: %v", flag, path, err)
+	case fi.IsDir():
 		return "", invalid("%s %s is a directory: give a file", flag, path)
+	case fi.Mode().IsRegular(), flag == "--disk" && fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0:
+		return abs, nil
 	}
-	return abs, nil
+	return "", invalid("%s %s is not a regular file (%s): give a file", flag, path, fi.Mode().Type())
+}
+
+// readLimited reads at most limit bytes of a file readable has checked.
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit))
 }
 
 // newMAC is a random address in QEMU's locally administered 52:54:00

@@ -786,6 +786,11 @@ func TestBadInputTable(t *testing.T) {
 	dangling := filepath.Join(dir, "dangling.qcow2")
 	sh(t, "qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "/nonexistent/base.qcow2", "-F", "qcow2", dangling, "64M")
 	os.Chmod(dangling, 0o644)
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(fifo, 0o666)
 	badVersion := filepath.Join(dir, "badversion.qcow2")
 	os.WriteFile(badVersion, []byte("QFI\xfb\x00\x00\x00\x09not a real header"), 0o644)
 
@@ -868,6 +873,10 @@ func TestBadInputTable(t *testing.T) {
 		{name: "missing initrd", args: runNoK("--kernel", guest.Kernel, "--initrd", "/nonexistent/initrd"), code: 2, want: []string{"--initrd /nonexistent/initrd does not exist"}},
 		{name: "image with a missing backing file", args: runNoK(dangling), code: 2, want: []string{"IMAGE open image /nonexistent/base.qcow2", "no such file"}},
 		{name: "image of an unknown qcow2 version", args: runNoK(badVersion), code: 2, want: []string{"IMAGE " + badVersion, "qcow2 version 9: only versions 2 and 3"}},
+		{name: "fifo as IMAGE", args: runNoK(fifo), code: 2, want: []string{"IMAGE " + fifo + " is not a regular file"}},
+		{name: "fifo as kernel", args: runNoK("--kernel", fifo), code: 2, want: []string{"--kernel " + fifo + " is not a regular file"}},
+		{name: "fifo as cloud-init", args: runNoK("--ssh", "--cloud-init", fifo, guest.DiskImage), code: 2, want: []string{"--cloud-init " + fifo + " is not a regular file"}},
+		{name: "/dev/zero as cloud-init", args: runNoK("--cloud-init", "/dev/zero", guest.DiskImage), code: 2, want: []string{"--cloud-init /dev/zero is not a regular file"}},
 		{name: "missing disk", args: run("--disk", "/nonexistent/disk.img"), code: 2, want: []string{"--disk /nonexistent/disk.img does not exist"}},
 		{name: "unwritable disk", args: run("--disk", notUsers), code: 2, want: []string{"--disk " + notUsers + ": this user cannot write it"}},
 		{name: "unreadable read-only disk", args: run("--disk", secret+",ro"), code: 2, want: []string{"--disk " + secret + ": this user cannot read it"}},

@@ -413,3 +413,65 @@ func waitGone(pid int) bool {
 	}
 	return true
 }
+
+// TestRuntimeLowPortsSysctl: the shim opens low ports to the VMM only in
+// a network namespace of the container's, and puts the old value back
+// when the container ends; a bundle that names the host's namespace
+// leaves the host's sysctl alone.
+func TestRuntimeLowPortsSysctl(t *testing.T) {
+	const sysctl = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+	hostBefore := readFile(sysctl)
+	// A namespace made for the test, as an engine makes one, with a known
+	// value in it.
+	ns := "hutch-lowports-" + strconv.Itoa(os.Getpid())
+	if out, err := testproc.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	defer testproc.Command("ip", "netns", "delete", ns).Run()
+	if out, err := testproc.Command("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_unprivileged_port_start=777").CombinedOutput(); err != nil {
+		t.Fatalf("sysctl in %s: %v: %s", ns, err, out)
+	}
+	inNS := func() string {
+		out, _ := testproc.Command("ip", "netns", "exec", ns, "cat", sysctl).Output()
+		return strings.TrimSpace(string(out))
+	}
+	for _, c := range []struct {
+		id, path string
+		during   func() string
+		want     string
+	}{
+		// The test's own namespace stands for the host's: where it is the
+		// host's, or where the shim cannot tell, nothing may change.
+		{"host-ns", fmt.Sprintf("/proc/%d/ns/net", os.Getpid()), func() string { return strings.TrimSpace(readFile(sysctl)) }, strings.TrimSpace(hostBefore)},
+		{"own-ns", "/run/netns/" + ns, inNS, "0"},
+	} {
+		r := newRuntime(t)
+		b := bundle(t, func(s *specs.Spec) {
+			s.Linux.Namespaces = []specs.LinuxNamespace{{Type: specs.NetworkNamespace, Path: c.path}, {Type: specs.MountNamespace}}
+		})
+		if res := r.run("create", "--bundle", b, c.id); res.code != 0 {
+			t.Fatalf("%s: create: exit %d: %s", c.id, res.code, res.stderr)
+		}
+		if got := c.during(); got != c.want {
+			t.Errorf("%s: ip_unprivileged_port_start while the container lives = %q, want %q", c.id, got, c.want)
+		}
+		// Sent TERM, the shim ends by itself and restores; a SIGKILLed
+		// shim cannot (the namespace is the container's, and goes with it).
+		r.run("kill", c.id, "TERM")
+		deadline := time.Now().Add(30 * time.Second)
+		for r.state(c.id)["status"] != "stopped" && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		r.run("delete", "--force", c.id)
+	}
+	if got := readFile(sysctl); got != hostBefore {
+		t.Errorf("the host's ip_unprivileged_port_start changed: %q, was %q", got, hostBefore)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for inNS() != "777" && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if inNS() != "777" {
+		t.Errorf("the container's namespace kept %q after the container ended, want 777 back", inNS())
+	}
+}
