@@ -78,6 +78,20 @@ func (fs FS) doMkdir(p string) error {
 	return os.Mkdir(p, 0o755)
 }
 
+// removeWhenEmpty removes a dead VM's group. A VMM killed a moment ago
+// can still be in it while the kernel tears down its memory (rmdir says
+// EBUSY), so it is given up to two seconds to leave.
+func removeWhenEmpty(rmdir func(string) error, p string) error {
+	var err error
+	for range 20 {
+		if err = rmdirWith(rmdir, p); !errors.Is(err, unix.EBUSY) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
+}
+
 func rmdirWith(rmdir func(string) error, p string) error {
 	if rmdir != nil {
 		return rmdir(p)
@@ -363,7 +377,7 @@ func Sweep(fs FS, live func(name string) bool) {
 				answers[n] = live(n)
 			}
 			if !answers[n] {
-				rmdirWith(fs.rmdir, filepath.Join(m, parent, n))
+				removeWhenEmpty(fs.rmdir, filepath.Join(m, parent, n))
 			}
 		}
 	}
