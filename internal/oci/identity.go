@@ -30,10 +30,12 @@ const (
 )
 
 // ChooseVMMUser decides the VMM's identity. kvmGroups are the groups that
-// let it open /dev/kvm (none without KVM). Group 0 is never given: it
-// opens root's group files on the host, which the container's user was
-// never meant to reach through the VMM.
-func ChooseVMMUser(euid int, rootIsUser bool, u specs.User, kvmGroups []uint32) VMMUser {
+// let it open /dev/kvm (none without KVM). callerGroups are the groups of
+// the engine's user (who runs hutch-runtime): of the container's
+// additionalGids only those reach the VMM, since an image can ask for
+// any group (disk, shadow, docker) and the VMM is a host process. Group
+// 0 is never given: it opens root's group files on the host.
+func ChooseVMMUser(euid int, rootIsUser bool, u specs.User, kvmGroups, callerGroups []uint32) VMMUser {
 	switch {
 	case euid != 0:
 		return VMMUser{Kind: KindSelf}
@@ -41,7 +43,13 @@ func ChooseVMMUser(euid int, rootIsUser bool, u specs.User, kvmGroups []uint32) 
 		return VMMUser{Kind: KindNamespaceRoot, Groups: []uint32{}}
 	case u.UID != 0 && u.GID != 0:
 		groups := []uint32{}
-		for _, g := range append(slices.Clone(u.AdditionalGids), kvmGroups...) {
+		var allowed []uint32
+		for _, g := range u.AdditionalGids {
+			if slices.Contains(callerGroups, g) {
+				allowed = append(allowed, g)
+			}
+		}
+		for _, g := range append(allowed, kvmGroups...) {
 			if g != 0 && g != u.GID && !slices.Contains(groups, g) {
 				groups = append(groups, g)
 			}

@@ -82,16 +82,20 @@ func TestChooseVMMUser(t *testing.T) {
 		kvm        []uint32
 		want       VMMUser
 	}{
+		// The engine's user has groups 0 and 27 (as if root were in sudo);
+		// the image asks for disk (6), shadow (42) and 999 too.
 		{"unprivileged engine", 1000, false, user, nil, VMMUser{Kind: KindSelf}},
 		{"rootless engine's namespace", 0, true, user, nil, VMMUser{Kind: KindNamespaceRoot, Groups: []uint32{}}},
 		{"root, container user", 0, false, user, nil, VMMUser{Kind: KindProcessUser, UID: 1234, GID: 1235, Groups: []uint32{27}}},
 		{"root, container user, kvm", 0, false, user, []uint32{108}, VMMUser{Kind: KindProcessUser, UID: 1234, GID: 1235, Groups: []uint32{27, 108}}},
+		{"root engine without the asked groups", 0, false, specs.User{UID: 1234, GID: 1235, AdditionalGids: []uint32{6, 42, 999}}, nil,
+			VMMUser{Kind: KindProcessUser, UID: 1234, GID: 1235, Groups: []uint32{}}},
 		{"root, container root", 0, false, specs.User{}, nil, VMMUser{Kind: KindLease, Groups: []uint32{}}},
 		{"root, container root, kvm", 0, false, specs.User{}, []uint32{108}, VMMUser{Kind: KindLease, Groups: []uint32{108}}},
 		{"root, uid but group 0", 0, false, specs.User{UID: 5}, nil, VMMUser{Kind: KindLease, Groups: []uint32{}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := ChooseVMMUser(tc.euid, tc.rootIsUser, tc.user, tc.kvm)
+			got := ChooseVMMUser(tc.euid, tc.rootIsUser, tc.user, tc.kvm, []uint32{0, 27})
 			if got.Kind != tc.want.Kind || got.UID != tc.want.UID || got.GID != tc.want.GID || !slices.Equal(got.Groups, tc.want.Groups) {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}
@@ -208,5 +212,28 @@ func TestLongSocketPath(t *testing.T) {
 	}
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("the socket is not at its path: %v", err)
+	}
+}
+
+// A guest's port report is bounded and checked: no port 0 or past 65535,
+// no repeats, at most maxForwards.
+func TestValidPorts(t *testing.T) {
+	var flood []int
+	for i := range 100000 {
+		flood = append(flood, i%70000-5)
+	}
+	got := validPorts(flood)
+	if len(got) != maxForwards {
+		t.Fatalf("%d ports kept from a flood, want %d", len(got), maxForwards)
+	}
+	seen := map[int]bool{}
+	for _, p := range got {
+		if p < 1 || p > 65535 || seen[p] {
+			t.Fatalf("kept %d", p)
+		}
+		seen[p] = true
+	}
+	if got := validPorts([]int{80, 80, 0, -1, 65536, 443}); !slices.Equal(got, []int{80, 443}) {
+		t.Fatalf("validPorts = %v", got)
 	}
 }

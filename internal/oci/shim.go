@@ -42,10 +42,12 @@ type shim struct {
 	cfg     config.Config
 	cfgPath string
 
-	mu      sync.Mutex
-	procs   map[uint32]*hostProc
-	nextID  uint32
-	ports   map[int]bool
+	mu     sync.Mutex
+	procs  map[uint32]*hostProc
+	nextID uint32
+	ports  map[int]bool
+	// refused are ports QEMU would not forward, each logged once.
+	refused map[int]bool
 	started bool
 	exit    chan agent.Exit // the container's process ended
 }
@@ -68,7 +70,7 @@ type hostProc struct {
 func RunShim(root, id, consoleSocket string, ready *os.File) int {
 	rt := Runtime{Root: root}
 	s := &shim{rt: rt, id: id, paths: rt.paths(id), procs: map[uint32]*hostProc{}, nextID: 1,
-		ports: map[int]bool{}, exit: make(chan agent.Exit, 1)}
+		ports: map[int]bool{}, refused: map[int]bool{}, exit: make(chan agent.Exit, 1)}
 	log, err := os.OpenFile(s.paths.ShimLog(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		fmt.Fprintf(ready, "open shim log: %v\n", err)
@@ -172,17 +174,24 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 	fmt.Fprintln(ready, "ok")
 	ready.Close()
 
-	var vmmDone <-chan error = s.vm.exited
+	vmmDone := s.vm.exited
 	for {
 		select {
 		case e := <-s.exit:
 			slog.Info("the container's process exited", "status", e.Status())
 			return s.finish(e.Status()), nil
-		case err := <-vmmDone:
-			// The guest went away without reporting an exit.
-			slog.Error("the VMM exited", "err", err)
+		case <-vmmDone:
+			// The guest went away; an exit it reported on its way out may
+			// still be in flight, so give that a moment.
+			slog.Error("the VMM exited", "err", s.vm.exitErr)
 			vmmDone = nil
-			go func() { time.Sleep(time.Second); s.exit <- agent.Exit{Code: 255} }()
+			go func() {
+				time.Sleep(time.Second)
+				select {
+				case s.exit <- agent.Exit{Code: 255}:
+				default:
+				}
+			}()
 		case sig := <-sigs:
 			if sig == unix.SIGWINCH && init.tty {
 				s.sendSize(0, init.in)
@@ -273,8 +282,8 @@ func (s *shim) handshake(frames <-chan agent.Frame, recvErr <-chan error) error 
 					f.Decode(&e)
 					return errors.New(e.Message)
 				}
-			case err := <-s.vm.exited:
-				return fmt.Errorf("the VMM exited while booting: %v (see %s)", err, s.paths.ShimLog())
+			case <-s.vm.exited:
+				return fmt.Errorf("the VMM exited while booting: %v (see %s)", s.vm.exitErr, s.paths.ShimLog())
 			case <-timeout:
 				return fmt.Errorf("the guest did not start its agent within %s (see %s; boot_timeout in %s sets the limit)", s.cfg.BootTimeout, s.paths.Console(), s.cfgPath)
 			}
@@ -380,7 +389,7 @@ func (s *shim) sendSize(id uint32, tty *os.File) {
 // network namespace the VM lives in, where the engine publishes them.
 func (s *shim) forward(ports []int) {
 	want := map[int]bool{}
-	for _, p := range ports {
+	for _, p := range validPorts(ports) {
 		want[p] = true
 	}
 	c, err := dialUnix("unix", s.vm.qmpPath)
@@ -398,9 +407,13 @@ func (s *shim) forward(ports []int) {
 		if s.ports[p] {
 			continue
 		}
+		if s.refused[p] {
+			continue // said once; a guest repeating it must not grow the log
+		}
 		out, err := q.HumanCommand(fmt.Sprintf("hostfwd_add n0 tcp::%d-:%d", p, p))
 		if err != nil || out != "" {
-			slog.Warn("forward port", "port", p, "err", err, "qemu", out)
+			s.refused[p] = true
+			slog.Warn("forward port", "port", p, "err", err, "qemu", truncate(out, 200))
 			continue
 		}
 		s.ports[p] = true
@@ -412,6 +425,37 @@ func (s *shim) forward(ports []int) {
 			delete(s.ports, p)
 		}
 	}
+}
+
+// maxForwards bounds the ports one guest can have forwarded: each is a
+// listening socket in the container's namespace.
+const maxForwards = 256
+
+// validPorts is what the shim takes of a guest's port report: real port
+// numbers, each once, at most maxForwards. The report is the guest's
+// word, and the guest may be hostile.
+func validPorts(ports []int) []int {
+	seen := map[int]bool{}
+	var out []int
+	for _, p := range ports {
+		if p < 1 || p > 65535 || seen[p] {
+			continue
+		}
+		seen[p] = true
+		out = append(out, p)
+		if len(out) == maxForwards {
+			break
+		}
+	}
+	return out
+}
+
+// truncate bounds text from QEMU or a guest in a log line.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 // copyConsole keeps the guest's serial console, for when it fails to boot.

@@ -50,8 +50,11 @@ var vmmRlimits = []launch.Rlimit{
 
 // vm is a started VMM and the host ends of its channels.
 type vm struct {
-	cmd     *exec.Cmd
-	exited  chan error
+	cmd *exec.Cmd
+	// exited is closed once the VMM is reaped, exitErr then says how: a
+	// closed channel can be waited on by the main loop and by kill alike.
+	exited  chan struct{}
+	exitErr error
 	agent   net.Conn
 	serial  net.Conn
 	qmpPath string
@@ -80,7 +83,7 @@ func (s *shim) bootVM(g Guest) (*vm, error) {
 			return nil, err
 		}
 	}
-	v := &vm{user: ChooseVMMUser(os.Geteuid(), rootIsUser, s.bundle.Spec.Process.User, kvmGroups), accel: choice}
+	v := &vm{user: ChooseVMMUser(os.Geteuid(), rootIsUser, s.bundle.Spec.Process.User, kvmGroups, callerGroups()), accel: choice}
 	if v.user.Kind == KindLease {
 		l, err := ledger()
 		if err != nil {
@@ -183,8 +186,8 @@ func (s *shim) bootVM(g Guest) (*vm, error) {
 	if err := v.cmd.Start(); err != nil {
 		return fail(fmt.Errorf("start %s: %w", qemu.Binary, err))
 	}
-	v.exited = make(chan error, 1)
-	go func() { v.exited <- v.cmd.Wait() }()
+	v.exited = make(chan struct{})
+	go func() { v.exitErr = v.cmd.Wait(); close(v.exited) }()
 	return v, nil
 }
 
@@ -202,6 +205,16 @@ func (s *shim) vmmCommand(u VMMUser, argv []string, nfiles int) (*exec.Cmd, erro
 	}
 	return launch.Command(self, launch.Spec{UID: u.UID, GID: u.GID, Groups: u.Groups, Argv: argv,
 		Env: []string{}, Rlimits: vmmRlimits, NumExtraFiles: nfiles})
+}
+
+// callerGroups are the groups this process runs with: the engine's user's.
+func callerGroups() []uint32 {
+	gs, _ := os.Getgroups()
+	out := []uint32{uint32(os.Getgid())}
+	for _, g := range gs {
+		out = append(out, uint32(g))
+	}
+	return out
 }
 
 func (v *vm) kill() {

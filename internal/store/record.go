@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -82,6 +83,60 @@ func Acquire(path string) (*Lock, error) {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return &Lock{f: f}, nil
+}
+
+// AcquireWithin is Acquire for a lock that commands hold only briefly:
+// it writes the holder's pid into the file, and a waiter gives up after
+// timeout, or at once when the holder is stopped (a Ctrl-Z'd command
+// would otherwise block every other one forever), naming the holder.
+func AcquireWithin(path string, timeout time.Duration) (*Lock, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			f.Truncate(0)
+			f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+			return &Lock{f: f}, nil
+		}
+		if err != unix.EWOULDBLOCK && err != unix.EINTR {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		holder, stopped := lockHolder(f)
+		if stopped || time.Now().After(deadline) {
+			f.Close()
+			why := fmt.Sprintf("has held it for over %s", timeout)
+			if stopped {
+				why = "is stopped (Ctrl-Z?); resume it with fg or kill it"
+			}
+			return nil, fmt.Errorf("another hutch command holds %s: %s %s", path, holder, why)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// lockHolder describes the pid written in a lock file, and whether that
+// process is stopped.
+func lockHolder(f *os.File) (string, bool) {
+	b := make([]byte, 32)
+	n, _ := f.ReadAt(b, 0)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b[:n])))
+	if err != nil || pid <= 0 {
+		return "(holder unknown)", false
+	}
+	stat, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	fields, ferr := statFields(stat)
+	stopped := ferr == nil && (fields[0] == "T" || fields[0] == "t")
+	cmd, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	line := strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " "))
+	if len(line) > 120 {
+		line = line[:120] + "..."
+	}
+	return fmt.Sprintf("pid %d (%s)", pid, line), stopped
 }
 
 // Release drops the lock.
@@ -231,8 +286,10 @@ func Sweep(l Layout) {
 		if (Proc{Pid: pid, Start: start}).Alive() {
 			continue
 		}
-		if strings.HasPrefix(n, ".rm-") {
-			os.RemoveAll(filepath.Join(l.RunRoot, vmsDir, f[4]))
+		// The runtime dir is the name's, not the trash's: a VM made under
+		// the same name since the removal was cut short owns it now.
+		if _, err := os.Stat(l.VM(f[4]).Data); strings.HasPrefix(n, ".rm-") && os.IsNotExist(err) {
+			os.RemoveAll(l.VM(f[4]).Run)
 		}
 		os.RemoveAll(filepath.Join(l.VMsDir(), n))
 	}

@@ -2,11 +2,15 @@ package store
 
 import (
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 type rec struct{ N int }
@@ -103,6 +107,26 @@ func TestSweepRemovesLeftoversOfDeadCommands(t *testing.T) {
 	}
 }
 
+// A removal killed after moving the data dir away leaves trash; a new VM
+// of the same name made since then keeps its runtime dir (its sockets)
+// when the trash is swept, and with no new VM the old one's goes.
+func TestSweepSparesANewVMOfTheSameName(t *testing.T) {
+	l := testLayout(t)
+	for _, n := range []string{"web", "db"} {
+		os.Mkdir(filepath.Join(l.VMsDir(), ".rm-999999-1-abcd-"+n), 0o700)
+		os.MkdirAll(l.VM(n).Run, 0o700)
+		os.WriteFile(filepath.Join(l.VM(n).Run, "qmp.sock"), nil, 0o600)
+	}
+	os.MkdirAll(l.VM("web").Data, 0o700) // web was made again
+	Sweep(l)
+	if _, err := os.Stat(filepath.Join(l.VM("web").Run, "qmp.sock")); err != nil {
+		t.Errorf("Sweep of old trash removed the new web's socket: %v", err)
+	}
+	if _, err := os.Stat(l.VM("db").Run); !os.IsNotExist(err) {
+		t.Errorf("Sweep left the runtime dir of removed db: %v", err)
+	}
+}
+
 func TestEnsurePrivateDirRefusesLooseDirs(t *testing.T) {
 	d := t.TempDir()
 	uid := os.Getuid()
@@ -152,4 +176,44 @@ func TestProcAlive(t *testing.T) {
 	if (Proc{}).Alive() {
 		t.Error("the zero Proc is alive")
 	}
+}
+
+// A lock holder that is stopped (Ctrl-Z) is named at once instead of
+// blocking the waiter forever; a busy one is waited for up to the bound.
+func TestAcquireWithinNamesAStoppedHolder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ports.lock")
+	// The holder: a shell holding the lock, then stopping itself.
+	holder := exec.Command("sh", "-c", "exec 9>>"+path+"; flock 9; echo $$ > "+path+"; echo held; kill -STOP $$; sleep 60")
+	out, _ := holder.StdoutPipe()
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { holder.Process.Kill(); holder.Wait() }()
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(out, buf); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", holder.Process.Pid)); strings.Contains(string(st), ") T ") {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	_, err := AcquireWithin(path, time.Minute)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", holder.Process.Pid)) || !strings.Contains(err.Error(), "is stopped") {
+		t.Fatalf("AcquireWithin with a stopped holder: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("gave up after %s, want at once", took)
+	}
+	holder.Process.Signal(syscall.SIGCONT)
+	holder.Process.Kill()
+	holder.Wait()
+	lk, err := AcquireWithin(path, 5*time.Second)
+	if err != nil {
+		t.Fatalf("after the holder died: %v", err)
+	}
+	lk.Release()
 }

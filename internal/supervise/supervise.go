@@ -257,11 +257,14 @@ func (s *supervisor) exitOf(cmd *exec.Cmd, werr error) (int, string) {
 	if !ok {
 		return -1, fmt.Sprintf("qemu: %v", werr)
 	}
-	stopRequested := false
+	stopRequested, forced := false, false
 	if rec, err := store.Load[vm.Record](s.paths); err == nil {
-		stopRequested = rec.Status.StopRequested
+		stopRequested, forced = rec.Status.StopRequested, rec.Status.StopForced
 	}
 	switch {
+	case forced:
+		// QEMU exits 0 on SIGTERM; the guest did not choose to stop.
+		return 128 + int(syscall.SIGTERM), "terminated by hutch stop: the guest did not power off in time"
 	case ws.Signaled():
 		code := 128 + int(ws.Signal())
 		if stopRequested {

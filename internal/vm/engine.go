@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +50,10 @@ const SuperviseCommand = "_supervise"
 // running well before the guest boots, so this is generous.
 const readyTimeout = 60 * time.Second
 
+// portsLockTimeout bounds the wait for another run's port check: a run
+// holds the lock until its QEMU has bound the ports, at most readyTimeout.
+const portsLockTimeout = readyTimeout + 30*time.Second
+
 // Run creates and starts a VM and returns its name once the VMM runs.
 // console, when not nil, is handed to the supervisor as the first console
 // client, so an attached run sees the guest from its first byte.
@@ -62,7 +68,7 @@ func (e *Engine) Run(s Spec, console *os.File) (string, error) {
 	}
 	// Held from the check until QEMU has bound the ports, so two runs
 	// cannot both see a port free.
-	lk, err := store.Acquire(e.Layout.PortsLock())
+	lk, err := store.AcquireWithin(e.Layout.PortsLock(), portsLockTimeout)
 	if err != nil {
 		return "", err
 	}
@@ -207,10 +213,13 @@ func (e *Engine) Get(name string) (Record, error) {
 		return Record{}, err
 	}
 	rec, err := store.Load[Record](e.Layout.VM(name))
-	if errors.Is(err, store.ErrNotFound) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		return Record{}, fmt.Errorf("no such vm: %s", name)
+	case err != nil:
+		return Record{}, fmt.Errorf("vm %q has an unreadable record (%v): hutch rm -f %s stops what runs for it and removes it", name, err, name)
 	}
-	return rec, err
+	return rec, nil
 }
 
 // Inspect returns a VM's public view.
@@ -238,7 +247,10 @@ func (e *Engine) List(all bool) ([]View, error) {
 			continue // removed while listing
 		}
 		if err != nil {
-			return nil, err
+			// One bad record must not hide every other VM; shown always,
+			// since something of it may still run.
+			views = append(views, brokenView(n, err))
+			continue
 		}
 		v := rec.view()
 		if all || v.State == StateRunning {
@@ -259,7 +271,7 @@ func (e *Engine) Stop(name string, timeout time.Duration) error {
 	if st.State != StateRunning {
 		return nil
 	}
-	p := e.Layout.VM(name)
+	p := rec.paths(e.Layout)
 	// The flag only words the reason recorded at exit; a full disk must
 	// not stop the stop.
 	if err := store.Update(p, func(r *Record) error { r.Status.StopRequested = true; return nil }); err != nil {
@@ -276,6 +288,14 @@ func (e *Engine) Stop(name string, timeout time.Duration) error {
 	}
 	if waitGone(st.Supervisor, timeout) {
 		return nil
+	}
+	// The guest ignored the request: what follows is not a clean stop,
+	// and neither the record nor the user may be told it was.
+	if err := store.Update(p, func(r *Record) error { r.Status.StopForced = true; return nil }); err != nil {
+		slog.Debug("record forced stop", "vm", name, "err", err)
+	}
+	if e.Notice != nil {
+		fmt.Fprintf(e.Notice, "hutch: vm %s did not power off within %s; terminating its QEMU (unwritten guest data may be lost)\n", name, timeout)
 	}
 	st.VMM.Signal(syscall.SIGTERM)
 	if waitGone(st.Supervisor, 5*time.Second) {
@@ -329,17 +349,47 @@ func (e *Engine) Remove(name string, force bool) error {
 			return fmt.Errorf("no such vm: %s", name)
 		}
 		rec, err := store.Load[Record](p)
-		if err != nil {
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			lk.Release()
-			if errors.Is(err, store.ErrNotFound) {
+			if !force {
+				return fmt.Errorf("vm %q has an unreadable record (%v): hutch rm -f %s stops what runs for it and removes it", name, err, name)
+			}
+			// The record cannot say which processes are the VM's: its
+			// supervisor says so on its command line. Killed, it takes
+			// QEMU and passt with it.
+			if attempt >= 3 {
+				return fmt.Errorf("vm %q: its supervisor keeps running after SIGKILL", name)
+			}
+			if pids := e.supervisorsOf(name); len(pids) > 0 {
+				for _, pid := range pids {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+				time.Sleep(200 * time.Millisecond)
+				continue
+			}
+			lk, err = store.Acquire(p.Lock())
+			if err != nil {
 				return fmt.Errorf("no such vm: %s", name)
 			}
-			return err
+			err = store.Remove(e.Layout, name)
+			lk.Release()
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			break
+		}
+		if err != nil {
+			lk.Release()
+			return fmt.Errorf("no such vm: %s", name)
 		}
 		st := rec.live()
 		if st.State == StateRunning && !force {
 			lk.Release()
 			return fmt.Errorf("vm %q is running: stop it first with hutch stop %s, or use hutch rm -f", name, name)
+		}
+		if st.State == StateCreated && (st.Creator.Alive() || st.Supervisor.Alive()) && !force {
+			lk.Release()
+			return fmt.Errorf("vm %q is starting: wait for it and stop it, or use hutch rm -f %s", name, name)
 		}
 		if st.Supervisor.Alive() || st.VMM.Alive() || st.Passt.Alive() {
 			// Killing needs the supervisor to record the exit, which needs
@@ -367,6 +417,39 @@ func (e *Engine) Remove(name string, force bool) error {
 	}
 	e.tidy()
 	return nil
+}
+
+// brokenView is what ps shows of a VM whose record cannot be read.
+func brokenView(name string, err error) View {
+	return View{Name: name, State: StateBroken, Groups: []int{}, Ports: []netstack.Forward{}, Disks: []PlannedDisk{},
+		Command: []string{}, Descriptors: []FD{},
+		Reason: fmt.Sprintf("record unreadable (%v); hutch rm -f %s removes it", err, name)}
+}
+
+// supervisorsOf finds the live supervisors of VM name in this layout by
+// their command line (startSupervisor's argv): the way in when the
+// record that names them is lost.
+func (e *Engine) supervisorsOf(name string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + ent.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) < 2 || args[1] != SuperviseCommand || args[len(args)-1] != name {
+			continue
+		}
+		if i := slices.Index(args, "--data-root"); i > 0 && i+1 < len(args) && args[i+1] == e.Layout.DataRoot {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // waitGone polls until p has exited or timeout passes.

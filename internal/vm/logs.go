@@ -87,7 +87,7 @@ func (e *Engine) Console(name string) (net.Conn, error) {
 	if rec.live().State != StateRunning {
 		return nil, fmt.Errorf("vm %q is not running", name)
 	}
-	c, err := net.Dial("unix", e.Layout.VM(name).Console())
+	c, err := net.Dial("unix", rec.paths(e.Layout).Console())
 	if err != nil {
 		return nil, fmt.Errorf("attach to the console of vm %q: %w", name, err)
 	}

@@ -16,6 +16,8 @@ const (
 	StateCreated = "created"
 	StateRunning = "running"
 	StateStopped = "stopped"
+	// StateBroken is a VM whose record cannot be read.
+	StateBroken = "broken"
 )
 
 // Plan is a Spec resolved against the host: who runs the VMM, which binary,
@@ -94,6 +96,8 @@ type Status struct {
 	ExitCode      *int      `json:"exitCode,omitempty"`
 	Reason        string    `json:"reason,omitempty"`
 	StopRequested bool      `json:"stopRequested,omitempty"`
+	// StopForced is set when stop gave up on the guest and ended QEMU.
+	StopForced bool `json:"stopForced,omitempty"`
 }
 
 // View is the public face of a VM, printed by inspect and ps.
@@ -134,6 +138,17 @@ type View struct {
 	Command  []string   `json:"command"`
 	// Descriptors are what QEMU inherits, in order from fd 3.
 	Descriptors []FD `json:"descriptors"`
+}
+
+// paths are the VM's files: its sockets where its supervisor made them
+// (the runtime dir recorded at start), not under whatever
+// $XDG_RUNTIME_DIR the caller has now; a logout may have wiped that.
+func (r Record) paths(l store.Layout) store.Paths {
+	p := l.VM(r.Name)
+	if r.Plan.RunDir != "" {
+		p.Run = r.Plan.RunDir
+	}
+	return p
 }
 
 // live is the record's status checked against the process table.

@@ -73,5 +73,18 @@ func (e *Engine) tidy() {
 			os.RemoveAll(e.Layout.VM(l.VM).Run)
 		}
 	}
+	// A lease whose holder lives is a VM being started: its supervisor
+	// makes the cgroup before it records itself in the VM's record. The
+	// lease, not the record, says who owns a system VM's cgroup.
+	leases, err := e.Ledger.List()
+	if err != nil {
+		slog.Warn("list leases", "err", err)
+		return // without the ledger no cgroup can be judged dead
+	}
+	for _, l := range leases {
+		if l.Holder.Alive() {
+			live[l.VM] = true
+		}
+	}
 	cgroup.Sweep(cgroup.Host(), func(name string) bool { return live[name] })
 }

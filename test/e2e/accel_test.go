@@ -173,8 +173,21 @@ func TestQEMUFailsAtStart(t *testing.T) {
 			u := newUser(t, "hutchtest1")
 			fakeQEMU(t, u, c.script)
 			start := time.Now()
-			r := u.run("run", "-d", "--name", c.name, "--memory", "128M", "--kernel", guest.Kernel,
-				"--initrd", guest.Initrd, "--network", "none", "--accel", "tcg")
+			done := make(chan result, 1)
+			go func() {
+				done <- tryHutch(u, "run", "-d", "--name", c.name, "--memory", "128M", "--kernel", guest.Kernel,
+					"--initrd", guest.Initrd, "--network", "none", "--accel", "tcg")
+			}()
+			if c.name == "mute" {
+				// While it starts, rm without -f leaves it alone.
+				if !waitFor(20*time.Second, func() bool { return tryHutch(u, "inspect", c.name).code == 0 }) {
+					t.Fatal("the starting vm never appeared")
+				}
+				if r := tryHutch(u, "rm", c.name); r.code != 1 || !strings.Contains(r.err, "is starting") {
+					t.Errorf("rm of a starting vm: %v; want exit 1 saying it is starting", r)
+				}
+			}
+			r := <-done
 			took := time.Since(start)
 			if r.code != 1 || !strings.Contains(r.err, c.want) || !strings.Contains(r.err, "qemu.log") {
 				t.Errorf("run -d with a QEMU that %s: %v; want exit 1 with %q and the log's path", c.name, r, c.want)

@@ -254,3 +254,47 @@ func TestSystemModeRootOnlyImage(t *testing.T) {
 		t.Errorf("base image changed: %s -> %s", before, got)
 	}
 }
+
+// hutch ps tidies up after dead VMs, cgroups included; a VM being started
+// is not dead, though its supervisor has not recorded itself yet. Starts
+// with ps running in a loop beside them all succeed.
+func TestSystemStartsWhilePs(t *testing.T) {
+	r := rootUser(t)
+	b := make([]byte, 3)
+	rand.Read(b)
+	stop := make(chan struct{})
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				r.cmd("ps", "-a").Run()
+			}
+		}
+	}()
+	var names []string
+	t.Cleanup(func() {
+		for _, n := range names {
+			r.run("rm", "-f", n)
+		}
+	})
+	failed := 0
+	for i := range 8 {
+		n := fmt.Sprintf("sysps-%s-%d", hex.EncodeToString(b), i)
+		names = append(names, n)
+		res := r.run("run", "-d", "--name", n, "--memory", "128M", "--kernel", guest.Kernel, "--initrd", guest.Initrd,
+			"--network", "none", "--accel", "tcg")
+		if res.code != 0 {
+			failed++
+			t.Errorf("start %d with ps looping: %v", i, res)
+		}
+		if failed > 2 {
+			break
+		}
+	}
+	close(stop)
+	<-loopDone
+}

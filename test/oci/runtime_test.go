@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/hutch-vm/hutch/internal/accel"
 	"github.com/hutch-vm/hutch/test/testproc"
 )
 
@@ -473,5 +475,74 @@ func TestRuntimeLowPortsSysctl(t *testing.T) {
 	}
 	if inNS() != "777" {
 		t.Errorf("the container's namespace kept %q after the container ended, want 777 back", inNS())
+	}
+}
+
+// TestRuntimeVMMGroups: an image may ask for any supplementary group
+// (disk, shadow, docker); the VMM is a host process and gets only those
+// the engine's user has, plus kvm with KVM, never group 0.
+func TestRuntimeVMMGroups(t *testing.T) {
+	r := newRuntime(t)
+	b := bundle(t, func(s *specs.Spec) {
+		s.Process.User = specs.User{UID: 1234, GID: 1234, AdditionalGids: []uint32{0, 6, 42, 999}}
+	})
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	if res := r.run("create", "--bundle", b, "--pid-file", pidFile, "groups"); res.code != 0 {
+		t.Fatalf("create: exit %d: %s", res.code, res.stderr)
+	}
+	defer r.run("delete", "--force", "groups")
+	shim, _ := strconv.Atoi(readFile(pidFile))
+	vmm := childQEMU(shim)
+	if vmm == 0 {
+		t.Fatalf("no VMM under the shim %d", shim)
+	}
+	st := procStatus(vmm)
+	want := ""
+	if accel.ProbeDevice(accel.Device).Usable {
+		want = strconv.Itoa(int(kvmGid(t)))
+	}
+	if st["Groups"] != want || !strings.HasPrefix(st["Uid"], "1234") {
+		t.Errorf("VMM Uid %q Groups %q, want uid 1234 and groups %q (root has none of 6, 42, 999; 0 is never given)", st["Uid"], st["Groups"], want)
+	}
+}
+
+func kvmGid(t *testing.T) uint32 {
+	g, err := user.LookupGroup("kvm")
+	if err != nil {
+		t.Fatalf("no kvm group: %v", err)
+	}
+	n, _ := strconv.Atoi(g.Gid)
+	return uint32(n)
+}
+
+// TestRuntimeKilledVMM: when the VMM dies under a running container, the
+// shim (the pid engines wait on) ends at once with an error status, so
+// the engine sees the container stop instead of a "running" one whose
+// exec is refused.
+func TestRuntimeKilledVMM(t *testing.T) {
+	r := newRuntime(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	if res := r.run("create", "--bundle", bundle(t, nil), "--pid-file", pidFile, "vmm9"); res.code != 0 {
+		t.Fatalf("create: exit %d: %s", res.code, res.stderr)
+	}
+	defer r.run("delete", "--force", "vmm9")
+	if res := r.run("start", "vmm9"); res.code != 0 {
+		t.Fatalf("start: exit %d: %s", res.code, res.stderr)
+	}
+	shim, _ := strconv.Atoi(readFile(pidFile))
+	vmm := childQEMU(shim)
+	if vmm == 0 {
+		t.Fatal("no VMM under the shim")
+	}
+	syscall.Kill(vmm, syscall.SIGKILL)
+	deadline := time.Now().Add(5 * time.Second)
+	for procStatus(shim) != nil && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if procStatus(shim) != nil {
+		t.Fatalf("the shim %d is still up 5 s after its VMM died", shim)
+	}
+	if st := r.state("vmm9"); st["status"] != "stopped" {
+		t.Fatalf("state after the VMM died: %v", st)
 	}
 }
