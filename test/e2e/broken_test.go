@@ -50,7 +50,8 @@ func TestBrokenRecord(t *testing.T) {
 func TestRecordedRuntimeDir(t *testing.T) {
 	t.Parallel()
 	u := newUser(t, "hutchtest1")
-	u.ok(cheapRun("rd", 0)...)
+	u.ok("run", "-d", "--name", "rd", "--memory", "256M", "--kernel", guest.Kernel, "--initrd", guest.Initrd,
+		"--append", "console=ttyS0", "--network", "none")
 	other := *u
 	other.env = nil
 	for _, e := range u.env {
