@@ -88,7 +88,7 @@ func imageCmd() *cobra.Command {
 				return err
 			}
 			for _, n := range a {
-				if err := image.Remove(e.Layout, n); err != nil {
+				if err := e.RemoveImage(n); err != nil {
 					return err
 				}
 			}

@@ -55,6 +55,11 @@ func ParsePublish(spec string) ([]Forward, error) {
 		if a.Zone() != "" {
 			return nil, bad(fmt.Sprintf("%q has a zone; give the address without %%ZONE", hostIP))
 		}
+		// ::ffff:a.b.c.d is an IPv4 address in IPv6 clothes; slirp and
+		// passt take it only undressed.
+		if a.Is4In6() {
+			hostIP = a.Unmap().String()
+		}
 	}
 	parts := strings.Split(s, ":")
 	switch len(parts) {
@@ -89,12 +94,19 @@ func ParsePublish(spec string) ([]Forward, error) {
 	if hHi-hLo != gHi-gLo {
 		return nil, bad("host and guest ranges differ in length")
 	}
+	if n := hHi - hLo + 1; n > MaxForwards {
+		return nil, bad(fmt.Sprintf("a range of %d ports; a VM forwards at most %d", n, MaxForwards))
+	}
 	fwds := make([]Forward, 0, hHi-hLo+1)
 	for i := 0; i <= hHi-hLo; i++ {
 		fwds = append(fwds, Forward{HostIP: hostIP, HostPort: hLo + i, GuestPort: gLo + i, Protocol: proto})
 	}
 	return fwds, nil
 }
+
+// MaxForwards bounds the ports one VM forwards: each is a listening socket
+// and an argument on QEMU's or passt's command line, which the kernel caps.
+const MaxForwards = 1024
 
 func parseRange(s string) (lo, hi int, err error) {
 	a, b, isRange := strings.Cut(s, "-")

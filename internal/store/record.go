@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -35,6 +36,9 @@ func WriteJSON(path string, v any) error {
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(append(b, '\n')); err != nil {
 		tmp.Close()
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			return overwrite(path, append(b, '\n'), err)
+		}
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := tmp.Sync(); err != nil {
@@ -48,6 +52,25 @@ func WriteJSON(path string, v any) error {
 		return fmt.Errorf("replace %s: %w", path, err)
 	}
 	return nil
+}
+
+// overwrite is WriteJSON's way out of a full filesystem: the new record
+// goes over the old one's blocks, which are already allocated, so the
+// record of how a VM ended is not lost to a full disk. It is not atomic;
+// a crash in the middle leaves a record that ps shows as broken.
+func overwrite(path string, b []byte, full error) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, full)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, 0); err != nil {
+		return fmt.Errorf("write %s: %w", path, full)
+	}
+	if err := f.Truncate(int64(len(b))); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Sync()
 }
 
 // ReadJSON decodes path into v.

@@ -217,3 +217,34 @@ func TestAcquireWithinNamesAStoppedHolder(t *testing.T) {
 	}
 	lk.Release()
 }
+
+// On a full filesystem a record is still updated, over its own blocks:
+// how a VM ended must not be lost to a full disk.
+func TestWriteJSONOnAFullFilesystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test mounts a small tmpfs: run it as root (make test does)")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	defer syscall.Unmount(dir, syscall.MNT_DETACH)
+	path := filepath.Join(dir, "vm.json")
+	if err := WriteJSON(path, rec{N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	filler, _ := os.Create(filepath.Join(dir, "filler"))
+	for {
+		if _, err := filler.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	filler.Close()
+	if err := WriteJSON(path, rec{N: 2}); err != nil {
+		t.Fatalf("WriteJSON on a full filesystem: %v", err)
+	}
+	var got rec
+	if err := ReadJSON(path, &got); err != nil || got.N != 2 {
+		t.Fatalf("after the write: %+v, %v", got, err)
+	}
+}

@@ -288,7 +288,7 @@ func (s *supervisor) startError(noQMP, reason string) error {
 		what = noQMP
 	}
 	if last := lastLine(s.paths.VMMLog()); last != "" {
-		what += ": " + last
+		what += ": " + s.rec.Plan.NameDescriptors(last)
 	}
 	return fmt.Errorf("%s; see %s", what, s.paths.VMMLog())
 }

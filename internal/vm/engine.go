@@ -20,6 +20,7 @@ import (
 
 	"github.com/hutch-vm/hutch/internal/disk"
 	"github.com/hutch-vm/hutch/internal/identity"
+	"github.com/hutch-vm/hutch/internal/image"
 	"github.com/hutch-vm/hutch/internal/netstack"
 	"github.com/hutch-vm/hutch/internal/qemu"
 	"github.com/hutch-vm/hutch/internal/store"
@@ -382,6 +383,10 @@ func (e *Engine) Remove(name string, force bool) error {
 			lk.Release()
 			return fmt.Errorf("no such vm: %s", name)
 		}
+		if users := e.usersOf(p.Data, name); len(users) > 0 {
+			lk.Release()
+			return fmt.Errorf("vm %q holds a disk that vm %s uses: remove that first (hutch rm -f %s)", name, strings.Join(users, ", "), users[0])
+		}
 		st := rec.live()
 		if st.State == StateRunning && !force {
 			lk.Release()
@@ -417,6 +422,43 @@ func (e *Engine) Remove(name string, force bool) error {
 	}
 	e.tidy()
 	return nil
+}
+
+// RemoveImage deletes a cached image unless a VM boots from it: the VM's
+// overlay reads it on every start. Podman refuses the same way.
+func (e *Engine) RemoveImage(name string) error {
+	if p, ok := image.Lookup(e.Layout, name); ok {
+		if users := e.usersOf(p, ""); len(users) > 0 {
+			return fmt.Errorf("image %s is used by vm %s: remove that first (hutch rm -f %s)", name, strings.Join(users, ", "), users[0])
+		}
+	}
+	return image.Remove(e.Layout, name)
+}
+
+// usersOf lists the VMs other than except whose disks reach path, or a
+// file under path when path is a directory (another VM's data dir).
+func (e *Engine) usersOf(path, except string) []string {
+	names, _ := store.Names(e.Layout)
+	var users []string
+	for _, n := range names {
+		if n == except {
+			continue
+		}
+		rec, err := store.Load[Record](e.Layout.VM(n))
+		if err != nil {
+			continue
+		}
+		uses := rec.Spec.Image == path
+		for _, d := range rec.Plan.Disks {
+			for _, l := range d.Chain {
+				uses = uses || l.Path == path || strings.HasPrefix(l.Path, path+"/")
+			}
+		}
+		if uses {
+			users = append(users, n)
+		}
+	}
+	return users
 }
 
 // brokenView is what ps shows of a VM whose record cannot be read.

@@ -170,6 +170,11 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		fds.drive(&cfg, chain, d.ReadOnly, false)
 	}
 	paths := e.Layout.VM(s.Name)
+	for _, sock := range []string{paths.QMP(), paths.Console(), paths.Passt()} {
+		if len(sock) > maxSocketPath {
+			return Plan{}, invalid("socket %s is %d bytes, past the %d a unix socket path may have: set XDG_RUNTIME_DIR to a shorter dir, or give a shorter --name", sock, len(sock), maxSocketPath)
+		}
+	}
 	var passt *Helper
 	switch err := e.pickNetwork(s); {
 	case err != nil:
@@ -211,6 +216,9 @@ func (e *Engine) chooseAccel(s *Spec) (accel.Decision, error) {
 	}
 	return d, nil
 }
+
+// maxSocketPath is sun_path's 108 bytes less the terminating NUL.
+const maxSocketPath = 107
 
 // fileKind is how the kernel and initrd reach QEMU: the file itself when
 // the VMM runs as the caller, a sealed copy when it runs as an identity

@@ -1,6 +1,8 @@
 package vm
 
 import (
+	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/hutch-vm/hutch/internal/accel"
@@ -138,6 +140,41 @@ type View struct {
 	Command  []string   `json:"command"`
 	// Descriptors are what QEMU inherits, in order from fd 3.
 	Descriptors []FD `json:"descriptors"`
+}
+
+var descriptorRE = regexp.MustCompile(`/dev/fdset/([0-9]+)|/proc/self/fd/([0-9]+)`)
+
+// NameDescriptors rewrites QEMU's words about the descriptors it was
+// given (/dev/fdset/N, /proc/self/fd/N) into the files they are, so an
+// error names what the user gave.
+func (p Plan) NameDescriptors(msg string) string {
+	return descriptorRE.ReplaceAllStringFunc(msg, func(m string) string {
+		sub := descriptorRE.FindStringSubmatch(m)
+		if sub[1] != "" {
+			id, _ := strconv.Atoi(sub[1])
+			for _, set := range p.VMM.FDSets {
+				if set.ID == id && len(set.FDs) > 0 {
+					if path := p.fdPath(set.FDs[0]); path != "" {
+						return path
+					}
+				}
+			}
+			return m
+		}
+		fd, _ := strconv.Atoi(sub[2])
+		if path := p.fdPath(fd); path != "" {
+			return path
+		}
+		return m
+	})
+}
+
+// fdPath is the file behind QEMU's descriptor fd ("" for a socket).
+func (p Plan) fdPath(fd int) string {
+	if i := fd - 3; i >= 0 && i < len(p.FDs) {
+		return p.FDs[i].Path
+	}
+	return ""
 }
 
 // paths are the VM's files: its sockets where its supervisor made them

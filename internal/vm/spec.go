@@ -203,6 +203,9 @@ func ParseSpec(o Options) (Spec, error) {
 		}
 		s.Ports = append(s.Ports, fwds...)
 	}
+	if len(s.Ports) > netstack.MaxForwards {
+		return Spec{}, invalid("-p: %d ports in all; a VM forwards at most %d", len(s.Ports), netstack.MaxForwards)
+	}
 	if len(s.Ports) > 0 && s.Network == NetNone {
 		return Spec{}, invalid("-p needs a network: drop --network none")
 	}

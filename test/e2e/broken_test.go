@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,4 +67,43 @@ func TestRecordedRuntimeDir(t *testing.T) {
 	if v := u.inspect("rd"); v.State != "stopped" {
 		t.Errorf("after stop: %+v", v)
 	}
+}
+
+// An IPv4-mapped IPv6 host address is the IPv4 address it maps.
+func TestMappedIPv4Publish(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "hutchtest1")
+	port := freePort(t)
+	u.ok("run", "-d", "--name", "mapped", "--memory", "256M", "--kernel", guest.Kernel, "--initrd", guest.Initrd,
+		"--append", "console=ttyS0", "-p", fmt.Sprintf("[::ffff:127.0.0.1]:%d:80", port))
+	if body := waitPage(t, port); !strings.Contains(body, "hutch test guest") {
+		t.Fatalf("page = %q", body)
+	}
+}
+
+// A cached image a VM boots from, and a VM's disk another VM attaches,
+// are not removed from under them: image rm and rm refuse, naming the user.
+func TestInUseRefused(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "hutchtest2")
+	u.ok("image", "import", "--name", "base", guest.DiskImage)
+	u.ok("run", "-d", "--name", "a", "--memory", "128M", "--network", "none", "base")
+	if r := u.run("image", "rm", "base"); r.code != 1 || !strings.Contains(r.err, "image base is used by vm a") {
+		t.Errorf("image rm of an image a vm boots from: %v", r)
+	}
+	u.ok("kill", "a")
+	overlay := filepath.Join(vmDataDir(u, "a"), "disk0.qcow2")
+	u.ok("run", "-d", "--name", "b", "--memory", "128M", "--network", "none", "--kernel", guest.Kernel,
+		"--initrd", guest.Initrd, "--disk", overlay+",format=qcow2,ro")
+	for _, args := range [][]string{{"rm", "a"}, {"rm", "-f", "a"}} {
+		if r := u.run(args...); r.code != 1 || !strings.Contains(r.err, `vm "a" holds a disk that vm b uses`) {
+			t.Errorf("%v while b uses a's overlay: %v", args, r)
+		}
+	}
+	if _, err := os.Stat(overlay); err != nil {
+		t.Fatalf("a's overlay is gone: %v", err)
+	}
+	u.ok("rm", "-f", "b")
+	u.ok("rm", "a")
+	u.ok("image", "rm", "base")
 }

@@ -873,6 +873,8 @@ func TestBadInputTable(t *testing.T) {
 		{name: "missing initrd", args: runNoK("--kernel", guest.Kernel, "--initrd", "/nonexistent/initrd"), code: 2, want: []string{"--initrd /nonexistent/initrd does not exist"}},
 		{name: "image with a missing backing file", args: runNoK(dangling), code: 2, want: []string{"IMAGE open image /nonexistent/base.qcow2", "no such file"}},
 		{name: "image of an unknown qcow2 version", args: runNoK(badVersion), code: 2, want: []string{"IMAGE " + badVersion, "qcow2 version 9: only versions 2 and 3"}},
+		{name: "5000-port range", args: run("-p", "10000-14999:10000-14999"), code: 2, want: []string{"a range of 5000 ports; a VM forwards at most 1024"}},
+		{name: "socket path too long", args: run("--name", strings.Repeat("s", 63)), code: 2, want: []string{"past the 107 a unix socket path may have: set XDG_RUNTIME_DIR to a shorter dir"}},
 		{name: "fifo as IMAGE", args: runNoK(fifo), code: 2, want: []string{"IMAGE " + fifo + " is not a regular file"}},
 		{name: "fifo as kernel", args: runNoK("--kernel", fifo), code: 2, want: []string{"--kernel " + fifo + " is not a regular file"}},
 		{name: "fifo as cloud-init", args: runNoK("--ssh", "--cloud-init", fifo, guest.DiskImage), code: 2, want: []string{"--cloud-init " + fifo + " is not a regular file"}},
