@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/hutch-vm/hutch/internal/console"
@@ -55,6 +56,14 @@ func runCmd() *cobra.Command {
 	f.BoolVarP(&detach, "detach", "d", false, "return once the VM runs and print its name")
 	f.BoolVarP(&interactive, "interactive", "i", false, "accepted for docker compatibility; an attached run is always interactive")
 	f.BoolVarP(&tty, "tty", "t", false, "accepted for docker compatibility; the console is the terminal")
+	specFlags(f, &o)
+	f.BoolVar(&wait, "wait", false, "with --ssh: return once a login over ssh works (implies -d)")
+	f.DurationVar(&waitTimeout, "wait-timeout", 10*time.Minute, "how long --wait waits")
+	return c
+}
+
+// specFlags are the flags that say what a VM is, shared by run and create.
+func specFlags(f *pflag.FlagSet, o *vm.Options) {
 	f.BoolVar(&o.Remove, "rm", false, "remove the VM when it stops")
 	f.StringVar(&o.Name, "name", "", "name of the VM (default: generated)")
 	f.IntVar(&o.CPUs, "cpus", vm.DefaultCPUs, "number of virtual CPUs")
@@ -68,20 +77,23 @@ func runCmd() *cobra.Command {
 	f.StringVar(&o.Accel, "accel", "", "accelerator: auto (KVM when it works, else TCG), kvm or tcg (default: the config's accel, else auto)")
 	f.BoolVar(&o.SSH, "ssh", false, "seed cloud-init with your hutch key and forward a free host port to the guest's ssh (see hutch ssh)")
 	f.StringVar(&o.CloudInit, "cloud-init", "", "cloud-config user-data FILE for the guest (merged with the key for --ssh)")
-	f.BoolVar(&wait, "wait", false, "with --ssh: return once a login over ssh works (implies -d)")
-	f.DurationVar(&waitTimeout, "wait-timeout", 10*time.Minute, "how long --wait waits")
-	return c
 }
 
 // runAttached starts the VM with this terminal on its console and returns
 // when the VM ends, with its exit code, or when the user detaches.
 func runAttached(e *vm.Engine, spec vm.Spec) error {
+	return attached(e, func(console *os.File) (string, error) { return e.Run(spec, console) })
+}
+
+// attached starts a VM through start, handing the supervisor one end of a
+// console socket from the first byte, and carries this terminal to it.
+func attached(e *vm.Engine, start func(console *os.File) (string, error)) error {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("console socketpair: %w", err)
 	}
 	ours, theirs := os.NewFile(uintptr(fds[0]), "console"), os.NewFile(uintptr(fds[1]), "console-supervisor")
-	name, err := e.Run(spec, theirs)
+	name, err := start(theirs)
 	theirs.Close()
 	if err != nil {
 		ours.Close()

@@ -77,66 +77,163 @@ func (e *Engine) Run(s Spec, console *os.File) (string, error) {
 	if err := netstack.CheckFree(s.Ports); err != nil {
 		return "", &InputError{msg: err.Error()}
 	}
-	creator, err := store.Self()
-	if err != nil {
+	if err := e.create(&s, &plan, generated, false); err != nil {
 		return "", err
 	}
-	rec := Record{Name: s.Name, Created: time.Now().UTC(), Spec: s, Plan: plan, Status: Status{State: StateCreated, Creator: creator}}
-	fill := func(staging string) error {
-		for _, ov := range plan.Overlays {
-			if err := disk.CreateOverlay(ov.Base, ov.BaseFormat, ov.BaseSize, filepath.Join(staging, filepath.Base(ov.Path))); err != nil {
-				return err
-			}
-		}
-		if plan.cloud != nil {
-			return e.writeSeed(s, plan.VMM.MAC, plan.cloud, filepath.Join(staging, filepath.Base(plan.Seed)))
-		}
-		return nil
-	}
-	for {
-		if e.System {
-			if err := e.lease(&rec); err != nil {
-				return "", err
-			}
-		}
-		err = store.Create(e.Layout, s.Name, rec, fill)
-		if err != nil && e.System {
-			e.Ledger.Release(s.Name)
-		}
-		if !errors.Is(err, store.ErrExists) || !generated {
-			break
-		}
+	return s.Name, e.start(s.Name, console, true)
+}
+
+// Create makes a VM, its record and its disks, without starting it;
+// Start boots it from that record.
+func (e *Engine) Create(s Spec) (string, error) {
+	generated := s.Name == ""
+	if generated {
 		s.Name = newName()
-		if plan, err = e.plan(&s); err != nil {
-			return "", err
-		}
-		rec.Name, rec.Spec, rec.Plan = s.Name, s, plan
 	}
-	if errors.Is(err, store.ErrExists) {
-		return "", invalid("a vm named %q already exists: choose another --name, or remove it with hutch rm %s", s.Name, s.Name)
-	}
+	plan, err := e.plan(&s)
 	if err != nil {
 		return "", err
 	}
-	if err := e.startSupervisor(s.Name, console); err != nil {
-		// A VM that never ran leaves nothing behind.
-		if rmErr := e.Remove(s.Name, true); rmErr != nil {
-			slog.Debug("clean up after failed start", "vm", s.Name, "err", rmErr)
-		}
-		if IsInput(err) {
-			// Another user's VM or program took a port between the check
-			// and the bind (the check's lock is per user): name it as the
-			// check would have.
-			if cerr := netstack.CheckFree(s.Ports); cerr != nil {
-				return "", &InputError{msg: cerr.Error()}
-			}
-		}
-		return "", fmt.Errorf("start vm %q: %w", s.Name, err)
+	if err := e.create(&s, &plan, generated, true); err != nil {
+		return "", err
 	}
 	if n := plan.Accel.Notice(); n != "" && e.Notice != nil {
 		fmt.Fprintf(e.Notice, "hutch: %s\n", n)
 	}
 	return s.Name, nil
+}
+
+// Start boots a stopped or created VM again from its record: the same
+// disks (its overlay keeps what the guest wrote), formats, ports and
+// machine; nothing is probed again.
+func (e *Engine) Start(name string, console *os.File) error {
+	rec, err := e.Get(name)
+	if err != nil {
+		return err
+	}
+	switch st := rec.live(); {
+	case st.State == StateRunning:
+		return fmt.Errorf("vm %q is already running", name)
+	case st.State == StateCreated && (st.Creator.Alive() || st.Supervisor.Alive()):
+		return fmt.Errorf("vm %q is starting", name)
+	case st.VMM.Alive():
+		return fmt.Errorf("vm %q: its QEMU (pid %d) still runs without a supervisor: end it with hutch kill %s", name, st.VMM.Pid, name)
+	}
+	lk, err := store.AcquireWithin(e.Layout.PortsLock(), portsLockTimeout)
+	if err != nil {
+		return err
+	}
+	defer lk.Release()
+	if err := netstack.CheckFree(rec.Spec.Ports); err != nil {
+		return &InputError{msg: err.Error()}
+	}
+	self, err := store.Self()
+	if err != nil {
+		return err
+	}
+	err = store.Update(e.Layout.VM(name), func(r *Record) error {
+		r.Status = Status{State: StateCreated, Creator: self, Defined: r.Status.Defined}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("start vm %q: %w", name, err)
+	}
+	return e.start(name, console, false)
+}
+
+// create writes the record of a planned VM and fills its data dir (the
+// overlay, the seed). A generated name that turns out taken is drawn
+// again. defined marks a VM from Create, which stays "created".
+func (e *Engine) create(s *Spec, plan *Plan, generated, defined bool) error {
+	creator, err := store.Self()
+	if err != nil {
+		return err
+	}
+	for {
+		rec := Record{Name: s.Name, Created: time.Now().UTC(), Spec: *s, Plan: *plan,
+			Status: Status{State: StateCreated, Creator: creator, Defined: defined}}
+		p := *plan
+		fill := func(staging string) error {
+			for _, ov := range p.Overlays {
+				if err := disk.CreateOverlay(ov.Base, ov.BaseFormat, ov.BaseSize, filepath.Join(staging, filepath.Base(ov.Path))); err != nil {
+					return err
+				}
+			}
+			if p.cloud != nil {
+				return e.writeSeed(*s, p.VMM.MAC, p.cloud, filepath.Join(staging, filepath.Base(p.Seed)))
+			}
+			return nil
+		}
+		err = store.Create(e.Layout, s.Name, rec, fill)
+		if !errors.Is(err, store.ErrExists) || !generated {
+			break
+		}
+		s.Name = newName()
+		if *plan, err = e.plan(s); err != nil {
+			return err
+		}
+	}
+	if errors.Is(err, store.ErrExists) {
+		return invalid("a vm named %q already exists: choose another --name, or remove it with hutch rm %s", s.Name, s.Name)
+	}
+	return err
+}
+
+// start leases the VM's identity (system mode) and starts its supervisor.
+// A fresh VM that fails to start leaves nothing behind; a kept one stays,
+// stopped, with the reason.
+func (e *Engine) start(name string, console *os.File, fresh bool) error {
+	var ports []netstack.Forward
+	if rec, err := e.Get(name); err == nil {
+		ports = rec.Spec.Ports
+	}
+	err := e.startLeased(name, console)
+	if err == nil {
+		if rec, gerr := e.Get(name); gerr == nil {
+			if n := rec.Plan.Accel.Notice(); n != "" && e.Notice != nil {
+				fmt.Fprintf(e.Notice, "hutch: %s\n", n)
+			}
+		}
+		return nil
+	}
+	if fresh {
+		if rmErr := e.Remove(name, true); rmErr != nil {
+			slog.Debug("clean up after failed start", "vm", name, "err", rmErr)
+		}
+	} else {
+		why := err.Error()
+		store.Update(e.Layout.VM(name), func(r *Record) error {
+			code := -1
+			r.Status = Status{State: StateStopped, ExitCode: &code, Reason: "start failed: " + why, Defined: r.Status.Defined}
+			return nil
+		})
+		if e.System {
+			e.Ledger.Release(name)
+		}
+	}
+	if IsInput(err) {
+		// Another user's VM or program took a port between the check
+		// and the bind (the check's lock is per user): name it as the
+		// check would have.
+		if cerr := netstack.CheckFree(ports); cerr != nil {
+			return &InputError{msg: cerr.Error()}
+		}
+	}
+	return fmt.Errorf("start vm %q: %w", name, err)
+}
+
+func (e *Engine) startLeased(name string, console *os.File) error {
+	if e.System {
+		var leaseErr error
+		err := store.Update(e.Layout.VM(name), func(r *Record) error {
+			leaseErr = e.lease(r)
+			return leaseErr
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return e.startSupervisor(name, console)
 }
 
 func (e *Engine) startSupervisor(name string, console *os.File) error {
@@ -312,7 +409,7 @@ func (e *Engine) Kill(name string) error {
 		return err
 	}
 	st := rec.live()
-	if st.State != StateRunning {
+	if st.State != StateRunning && !st.VMM.Alive() { // an orphaned QEMU is killed too
 		return fmt.Errorf("vm %q is not running", name)
 	}
 	return e.kill(name, st)

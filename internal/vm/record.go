@@ -98,6 +98,9 @@ type Status struct {
 	ExitCode      *int      `json:"exitCode,omitempty"`
 	Reason        string    `json:"reason,omitempty"`
 	StopRequested bool      `json:"stopRequested,omitempty"`
+	// Defined is set for a VM made by create: it stays "created" until
+	// started, where a run whose command died shows "never started".
+	Defined bool `json:"defined,omitempty"`
 	// StopForced is set when stop gave up on the guest and ended QEMU.
 	StopForced bool `json:"stopForced,omitempty"`
 }
@@ -194,7 +197,7 @@ func (r Record) live() Status {
 	if s.State == StateRunning && s.Passt.Pid != 0 && s.NetworkError == "" && !s.Passt.Alive() {
 		s.NetworkError = "passt is not running: the vm has no network"
 	}
-	if s.State == StateCreated && !s.Creator.Alive() && !s.Supervisor.Alive() {
+	if s.State == StateCreated && !s.Defined && !s.Creator.Alive() && !s.Supervisor.Alive() {
 		s.State = StateStopped
 		s.Reason = "never started: hutch run ended before the vm did"
 	}

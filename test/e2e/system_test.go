@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hutch-vm/hutch/internal/config"
 	"github.com/hutch-vm/hutch/test/testproc"
 )
 
@@ -297,4 +299,79 @@ func TestSystemStartsWhilePs(t *testing.T) {
 	}
 	close(stop)
 	<-loopDone
+}
+
+// kill -9 of root's `run -d` at random points of a system VM's start,
+// with ps running in a loop beside it (which tidies): each time the VM
+// either runs and ps says so, or is gone; rm -f then leaves no lease,
+// cgroup, runtime dir or process of any leased id, and no two VMMs ever
+// share an id.
+func TestSystemFaultRunKilled(t *testing.T) {
+	r := rootUser(t)
+	b := make([]byte, 3)
+	rand.Read(b)
+	stop := make(chan struct{})
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				r.cmd("ps", "-a").Run()
+			}
+		}
+	}()
+	defer func() { close(stop); <-loopDone }()
+	lease := config.Defaults().Leases
+	leasedProcs := func() []int {
+		return testproc.Targets{FirstUID: int(lease.First), CountUID: int(lease.Count)}.Match()
+	}
+	const trials = 12
+	for i := range trials {
+		n := fmt.Sprintf("sysk-%s-%d", hex.EncodeToString(b), i)
+		c := r.cmd("run", "-d", "--name", n, "--memory", "64M", "--kernel", guest.Kernel, "--initrd", guest.Initrd,
+			"--network", "none", "--accel", "tcg")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(mrand.IntN(400)) * time.Millisecond)
+		c.Process.Kill()
+		c.Wait()
+		// Whatever the kill left, ps tells the truth within a moment: the
+		// VM runs with a live VMM of its own id, or it is not running.
+		var v view
+		waitFor(30*time.Second, func() bool {
+			res := r.run("inspect", n)
+			if res.code != 0 {
+				v = view{} // never made, or removed by the failed run
+				return true
+			}
+			if err := json.Unmarshal([]byte(res.out), &v); err != nil {
+				t.Fatalf("inspect %s: %v: %s", n, err, res.out)
+			}
+			return v.State != "created"
+		})
+		if v.State == "running" {
+			if st := procStatus(v.Pid); st == nil || strings.Fields(st["Uid"])[0] != strconv.Itoa(v.UID) {
+				t.Errorf("trial %d: %s says running, VMM %d status %v", i, n, v.Pid, st)
+			}
+		}
+		if r := r.run("rm", "-f", n); r.code != 0 && !strings.Contains(r.err, "no such vm") {
+			t.Errorf("trial %d: rm -f %s: %v", i, n, r)
+		}
+		checkGone(t, n, v)
+		// Leases are unique among what is left.
+		seen := map[uint32]string{}
+		for _, l := range leases(t) {
+			if other, dup := seen[l.UID]; dup {
+				t.Errorf("trial %d: uid %d leased to %s and %s", i, l.UID, other, l.VM)
+			}
+			seen[l.UID] = l.VM
+		}
+	}
+	if !waitFor(10*time.Second, func() bool { return len(leasedProcs()) == 0 }) {
+		t.Errorf("processes of leased ids remain after %d trials: %v", trials, leasedProcs())
+	}
 }

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hutch-vm/hutch/internal/vm"
+)
+
+func createCmd() *cobra.Command {
+	var o vm.Options
+	c := &cobra.Command{
+		Use:   "create [flags] [IMAGE]",
+		Short: "Create a VM (its record and disks) without starting it",
+		Args:  args(cobra.MaximumNArgs(1)),
+		RunE: func(c *cobra.Command, a []string) error {
+			if len(a) == 1 {
+				o.Image = a[0]
+			}
+			spec, err := vm.ParseSpec(o)
+			if err != nil {
+				return err
+			}
+			e, err := newEngine()
+			if err != nil {
+				return err
+			}
+			name, err := e.Create(spec)
+			if err != nil {
+				return err
+			}
+			fmt.Println(name)
+			return nil
+		},
+	}
+	specFlags(c.Flags(), &o)
+	return c
+}
+
+func startCmd() *cobra.Command {
+	var attach bool
+	c := &cobra.Command{
+		Use:   "start [-a] NAME...",
+		Short: "Start created or stopped VMs from their records",
+		Args:  args(cobra.MinimumNArgs(1)),
+		RunE: func(c *cobra.Command, a []string) error {
+			e, err := newEngine()
+			if err != nil {
+				return err
+			}
+			if attach {
+				if len(a) != 1 {
+					return usageError{fmt.Errorf("start -a attaches one VM's console: name one VM")}
+				}
+				return attached(e, func(console *os.File) (string, error) { return a[0], e.Start(a[0], console) })
+			}
+			return eachVM(a, func(n string) error { return e.Start(n, nil) })
+		},
+	}
+	c.Flags().BoolVarP(&attach, "attach", "a", false, "attach this terminal to the console (Ctrl-] detaches)")
+	return c
+}
+
+func restartCmd() *cobra.Command {
+	var seconds int
+	c := &cobra.Command{
+		Use:   "restart [-t SECONDS] NAME...",
+		Short: "Stop VMs (as stop does) and start them again",
+		Args:  args(cobra.MinimumNArgs(1)),
+		RunE: func(c *cobra.Command, a []string) error {
+			if seconds < 0 {
+				return usageError{fmt.Errorf("invalid -t %d: give seconds, 0 or more", seconds)}
+			}
+			e, err := newEngine()
+			if err != nil {
+				return err
+			}
+			return eachVM(a, func(n string) error {
+				if err := e.Stop(n, time.Duration(seconds)*time.Second); err != nil {
+					return err
+				}
+				return e.Start(n, nil)
+			})
+		},
+	}
+	c.Flags().IntVarP(&seconds, "time", "t", 10, "seconds to wait for the guest to power off before forcing it")
+	return c
+}
