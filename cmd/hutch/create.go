@@ -89,3 +89,27 @@ func restartCmd() *cobra.Command {
 	c.Flags().IntVarP(&seconds, "time", "t", 10, "seconds to wait for the guest to power off before forcing it")
 	return c
 }
+
+func setCmd() *cobra.Command {
+	var ch vm.Changes
+	c := &cobra.Command{
+		Use:   "set NAME [--cpus N] [--memory SIZE] [--disk-size SIZE]",
+		Short: "Change a stopped VM; the change takes effect at its next start",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(c *cobra.Command, a []string) error {
+			if ch == (vm.Changes{}) {
+				return usageError{fmt.Errorf("set: name what to change: --cpus, --memory or --disk-size")}
+			}
+			e, err := newEngine()
+			if err != nil {
+				return err
+			}
+			return e.Set(a[0], ch)
+		},
+	}
+	f := c.Flags()
+	f.IntVar(&ch.CPUs, "cpus", 0, "number of virtual CPUs")
+	f.StringVar(&ch.Memory, "memory", "", "guest memory, e.g. 1G")
+	f.StringVar(&ch.DiskSize, "disk-size", "", "grow the root disk to SIZE, e.g. 20G")
+	return c
+}

@@ -32,6 +32,25 @@ func CreateOverlay(base, baseFormat string, size uint64, path string) error {
 	return nil
 }
 
+// CreateBlank makes an empty disk of size bytes at path.
+func CreateBlank(format string, size uint64, path string) error {
+	out, err := exec.Command(Tool, "create", "-q", "-f", format, path, strconv.FormatUint(size, 10)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("create a blank %s disk: %s", format, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Resize grows a qcow2 disk hutch made (an overlay or a blank disk) to
+// size bytes; the format is named, so qemu-img reads only that header.
+func Resize(path string, size uint64) error {
+	out, err := exec.Command(Tool, "resize", "-q", "-f", QCOW2, path, strconv.FormatUint(size, 10)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("resize %s: %s", path, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 // Layer is one file of an image's backing chain.
 type Layer struct {
 	Path   string `json:"path"`

@@ -12,11 +12,9 @@ import (
 	"time"
 
 	"github.com/hutch-vm/hutch/internal/cloudinit"
-	"github.com/hutch-vm/hutch/internal/disk"
 	"github.com/hutch-vm/hutch/internal/guestssh"
 	"github.com/hutch-vm/hutch/internal/image"
 	"github.com/hutch-vm/hutch/internal/netstack"
-	"github.com/hutch-vm/hutch/internal/qemu"
 )
 
 // cloudPlan is what goes into a VM's cloud-init seed: the user's own
@@ -41,7 +39,7 @@ func (e *Engine) resolveImage(name string) string {
 // planCloud checks --cloud-init and --ssh, forwards a free host port to
 // the guest's port 22 for --ssh, and attaches the seed (made later, in the
 // VM's data dir) as a read-only disk. It returns nil when there is no seed.
-func (e *Engine) planCloud(s *Spec, fds *fdTable, cfg *qemu.Config) (*cloudPlan, error) {
+func (e *Engine) planCloud(s *Spec) (*cloudPlan, error) {
 	if s.SSH == nil && s.CloudInit == "" {
 		return nil, nil
 	}
@@ -78,7 +76,6 @@ func (e *Engine) planCloud(s *Spec, fds *fdTable, cfg *qemu.Config) (*cloudPlan,
 			s.Ports = append(s.Ports, netstack.Forward{HostIP: netstack.DefaultHostIP, HostPort: port, GuestPort: 22, Protocol: "tcp"})
 		}
 	}
-	fds.drive(cfg, []disk.Layer{{Path: e.Layout.VM(s.Name).Seed(), Format: "raw"}}, true, false)
 	return c, nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hutch-vm/hutch/internal/qemu"
 	"github.com/hutch-vm/hutch/internal/store"
 )
 
@@ -19,9 +18,7 @@ func TestPlanCloud(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &Spec{Name: "web", Image: "img", SSH: &SSHAccess{}, CloudInit: ud}
-	var fds fdTable
-	var cfg qemu.Config
-	c, err := e.planCloud(s, &fds, &cfg)
+	c, err := e.planCloud(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,15 +28,9 @@ func TestPlanCloud(t *testing.T) {
 	if len(s.Ports) != 1 || s.Ports[0].GuestPort != 22 || s.Ports[0].HostPort != s.SSH.HostPort || s.Ports[0].HostIP != "127.0.0.1" {
 		t.Errorf("forwards %+v", s.Ports)
 	}
-	// The seed is one read-only raw drive, its one fd opened read-only.
-	if len(cfg.Drives) != 1 || !cfg.Drives[0].ReadOnly || cfg.Drives[0].Layers[0].Format != "raw" || cfg.Drives[0].Boot {
-		t.Errorf("drives %+v", cfg.Drives)
-	}
-	if len(fds.fds) != 1 || fds.fds[0].Path != e.Layout.VM("web").Seed() || fds.fds[0].Write {
-		t.Errorf("fds %+v", fds.fds)
-	}
+
 	// Planning again (a generated name was taken) keeps the one forward.
-	if _, err := e.planCloud(s, &fdTable{}, &qemu.Config{}); err != nil || len(s.Ports) != 1 {
+	if _, err := e.planCloud(s); err != nil || len(s.Ports) != 1 {
 		t.Errorf("replan: %v, %+v", err, s.Ports)
 	}
 
@@ -69,7 +60,7 @@ func TestPlanCloudBadUserData(t *testing.T) {
 		ud := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
 		os.WriteFile(ud, []byte(data), 0o600)
 		s := &Spec{Name: "web", Image: "img", SSH: &SSHAccess{}, CloudInit: ud}
-		_, err := e.planCloud(s, &fdTable{}, &qemu.Config{})
+		_, err := e.planCloud(s)
 		if !IsInput(err) || !strings.HasPrefix(err.Error(), "--cloud-init "+ud+": ") {
 			t.Errorf("%s: %v", name, err)
 		}
@@ -83,5 +74,44 @@ func TestGuestUser(t *testing.T) {
 	u := guestUser()
 	if !userRE.MatchString(u) || u == "root" {
 		t.Errorf("guestUser() = %q", u)
+	}
+}
+
+// The seed is the last drive, read-only raw, so data disks keep their
+// names (vdb, vdc...) whether or not a seed is attached; a blank disk is
+// a writable qcow2 in the VM's data dir.
+func TestPlanDriveOrder(t *testing.T) {
+	dir := t.TempDir()
+	e := &Engine{Layout: store.Layout{DataRoot: filepath.Join(dir, "data"), RunRoot: filepath.Join(dir, "run")}}
+	img := filepath.Join(dir, "base.raw")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, ssh := range []bool{false, true} {
+		s, err := ParseSpec(Options{Name: "web", CPUs: 1, Image: img, SSH: ssh, Disks: []string{"size=1G"}, DiskSize: "2M"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := e.plan(&s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := p.VMM.Drives
+		want := 2
+		if ssh {
+			want = 3
+		}
+		if len(d) != want || d[1].ReadOnly || d[1].Layers[0].Format != "qcow2" {
+			t.Fatalf("ssh=%v: drives %+v", ssh, d)
+		}
+		if ssh && (!d[2].ReadOnly || d[2].Layers[0].Format != "raw") {
+			t.Errorf("the seed is not the last, read-only raw drive: %+v", d)
+		}
+		if len(p.Blanks) != 1 || p.Blanks[0].Size != 1<<30 || p.Blanks[0].Path != e.Layout.VM("web").Overlay(1) {
+			t.Errorf("blanks %+v", p.Blanks)
+		}
+		if p.Overlays[0].Size != 2<<20 {
+			t.Errorf("root overlay size %d, want the --disk-size 2M", p.Overlays[0].Size)
+		}
 	}
 }

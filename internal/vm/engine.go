@@ -155,7 +155,12 @@ func (e *Engine) create(s *Spec, plan *Plan, generated, defined bool) error {
 		p := *plan
 		fill := func(staging string) error {
 			for _, ov := range p.Overlays {
-				if err := disk.CreateOverlay(ov.Base, ov.BaseFormat, ov.BaseSize, filepath.Join(staging, filepath.Base(ov.Path))); err != nil {
+				if err := disk.CreateOverlay(ov.Base, ov.BaseFormat, max(ov.Size, ov.BaseSize), filepath.Join(staging, filepath.Base(ov.Path))); err != nil {
+					return err
+				}
+			}
+			for _, b := range p.Blanks {
+				if err := disk.CreateBlank(b.Format, b.Size, filepath.Join(staging, filepath.Base(b.Path))); err != nil {
 					return err
 				}
 			}
@@ -622,4 +627,59 @@ func (e *Engine) WaitStopped(name string) (View, bool) {
 // else holds.
 func portTaken(msg string) bool {
 	return strings.Contains(msg, "Failed to bind any port") || strings.Contains(msg, "Could not set up host forwarding rule")
+}
+
+// Changes are what set alters on a stopped VM; zero values keep.
+type Changes struct {
+	CPUs     int
+	Memory   string
+	DiskSize string
+}
+
+// Set changes a stopped (or created) VM's CPUs, memory or root disk size,
+// effective at its next start. A disk only grows.
+func (e *Engine) Set(name string, c Changes) error {
+	rec, err := e.Get(name)
+	if err != nil {
+		return err
+	}
+	if st := rec.live(); st.State == StateRunning || st.Creator.Alive() && st.State == StateCreated || st.VMM.Alive() {
+		return fmt.Errorf("vm %q is running: stop it first (hutch stop %s); set changes a stopped vm", name, name)
+	}
+	if c.CPUs != 0 && (c.CPUs < 1 || c.CPUs > maxCPUs) {
+		return invalid("invalid --cpus %d: give a number from 1 to %d", c.CPUs, maxCPUs)
+	}
+	mem := 0
+	if c.Memory != "" {
+		if mem, err = ParseMemory(c.Memory); err != nil {
+			return err
+		}
+	}
+	var size uint64
+	if c.DiskSize != "" {
+		if size, err = ParseSize(c.DiskSize); err != nil {
+			return invalid("invalid --disk-size: %v", err)
+		}
+		if len(rec.Plan.Overlays) == 0 {
+			return invalid("--disk-size grows the root disk of a vm booted from an IMAGE; vm %q has none", name)
+		}
+		if ov := rec.Plan.Overlays[0]; size < max(ov.Size, ov.BaseSize) {
+			return invalid("--disk-size %s is smaller than the disk (%d bytes): a disk only grows", c.DiskSize, max(ov.Size, ov.BaseSize))
+		}
+	}
+	return store.Update(e.Layout.VM(name), func(r *Record) error {
+		if size > 0 {
+			if err := disk.Resize(r.Plan.Overlays[0].Path, size); err != nil {
+				return err
+			}
+			r.Plan.Overlays[0].Size, r.Spec.DiskSize = size, size
+		}
+		if c.CPUs != 0 {
+			r.Spec.CPUs, r.Plan.VMM.CPUs = c.CPUs, c.CPUs
+		}
+		if mem != 0 {
+			r.Spec.MemoryMiB, r.Plan.VMM.MemoryMiB = mem, mem
+		}
+		return nil
+	})
 }

@@ -135,18 +135,33 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		if len(chain) > 1 {
 			return Plan{}, invalid("IMAGE %s has a backing file (%s): hutch boots standalone images; flatten it with hutch image import %s, or attach the chain with --disk %s,format=qcow2", s.Image, chain[1].Path, s.Image, s.Image)
 		}
-		ov := Overlay{Path: e.Layout.VM(s.Name).Overlay(0), Base: s.Image, BaseFormat: chain[0].Format, BaseSize: size}
+		if s.DiskSize != 0 && s.DiskSize < size {
+			return Plan{}, invalid("--disk-size %d is smaller than the image (%d bytes): a disk only grows; give at least the image's size", s.DiskSize, size)
+		}
+		ov := Overlay{Path: e.Layout.VM(s.Name).Overlay(0), Base: s.Image, BaseFormat: chain[0].Format, BaseSize: size, Size: max(size, s.DiskSize)}
 		overlays = append(overlays, ov)
 		chain = append([]disk.Layer{{Path: ov.Path, Format: disk.QCOW2}}, chain...)
 		disks = append(disks, PlannedDisk{Source: "IMAGE", Chain: chain})
 		// With --kernel, QEMU's kernel loader holds boot index 0.
 		fds.drive(&cfg, chain, false, s.Kernel == "")
 	}
-	cloud, err := e.planCloud(s, &fds, &cfg)
+	cloud, err := e.planCloud(s)
 	if err != nil {
 		return Plan{}, err
 	}
+	var blanks []Blank
 	for i, d := range s.Disks {
+		if d.Size > 0 {
+			// A blank disk of hutch's own, in the VM's data dir: made at
+			// create, removed with the VM.
+			b := Blank{Path: e.Layout.VM(s.Name).Overlay(1 + len(blanks)), Format: d.Format, Size: d.Size}
+			blanks = append(blanks, b)
+			s.Disks[i].Path = b.Path
+			chain := []disk.Layer{{Path: b.Path, Format: b.Format}}
+			disks = append(disks, PlannedDisk{Source: "--disk size", Chain: chain})
+			fds.drive(&cfg, chain, false, false)
+			continue
+		}
 		mode := os.O_RDWR
 		if d.ReadOnly {
 			mode = os.O_RDONLY
@@ -168,6 +183,10 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		}
 		disks = append(disks, PlannedDisk{Source: "--disk", Chain: chain, ReadOnly: d.ReadOnly})
 		fds.drive(&cfg, chain, d.ReadOnly, false)
+	}
+	if cloud != nil {
+		// After the data disks, so adding a seed never renames them.
+		fds.drive(&cfg, []disk.Layer{{Path: e.Layout.VM(s.Name).Seed(), Format: disk.Raw}}, true, false)
 	}
 	paths := e.Layout.VM(s.Name)
 	for _, sock := range []string{paths.QMP(), paths.Console(), paths.Passt()} {
@@ -193,7 +212,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		}
 		cfg.Netdev = netstack.TapNetdev("n0", fds.add(FD{Kind: FDTap}))
 	}
-	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Disks: disks, Passt: passt, RunDir: paths.Run, Accel: choice, cloud: cloud}
+	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Blanks: blanks, Disks: disks, Passt: passt, RunDir: paths.Run, Accel: choice, cloud: cloud}
 	if cloud != nil {
 		plan.Seed = paths.Seed()
 	}

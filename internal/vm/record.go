@@ -33,6 +33,8 @@ type Plan struct {
 	Identity identity.Identity `json:"identity"`
 	// Overlays are the files hutch made for this VM and removes with it.
 	Overlays []Overlay `json:"overlays,omitempty"`
+	// Blanks are the empty disks hutch made for this VM.
+	Blanks []Blank `json:"blanks,omitempty"`
 	// Disks are the resolved chains, as QEMU's argv pins them.
 	Disks []PlannedDisk `json:"disks,omitempty"`
 	// Passt is the network helper the supervisor starts before QEMU.
@@ -61,6 +63,15 @@ type Overlay struct {
 	Base       string `json:"base"`
 	BaseFormat string `json:"baseFormat"`
 	BaseSize   uint64 `json:"baseSize"`
+	// Size is the overlay's own size: the base's, or more (--disk-size).
+	Size uint64 `json:"size"`
+}
+
+// Blank is an empty disk hutch makes for the VM (--disk size=).
+type Blank struct {
+	Path   string `json:"path"`
+	Format string `json:"format"`
+	Size   uint64 `json:"size"`
 }
 
 // PlannedDisk is one drive: where it came from (IMAGE or --disk) and every

@@ -47,6 +47,8 @@ type Options struct {
 	CloudInit string
 	// Accel is auto, kvm or tcg; empty takes the configured default.
 	Accel string
+	// DiskSize grows the root disk (the IMAGE's overlay) to this size.
+	DiskSize string
 }
 
 // Spec is a validated run request.
@@ -70,6 +72,8 @@ type Spec struct {
 	// Accel is the accelerator asked for (auto, kvm, tcg); empty until
 	// the engine fills in its configured default.
 	Accel string `json:"accel,omitempty"`
+	// DiskSize is the root disk's size in bytes; 0 keeps the image's.
+	DiskSize uint64 `json:"diskSize,omitempty"`
 }
 
 // SSHAccess is how hutch reaches a guest it seeded.
@@ -85,12 +89,23 @@ type Disk struct {
 	Path     string `json:"path"`
 	ReadOnly bool   `json:"readOnly,omitempty"`
 	Format   string `json:"format"`
+	// Size, when set, asks for a blank disk of that many bytes that hutch
+	// makes in the VM's data dir (--disk size=20G); Path is then its file.
+	Size uint64 `json:"size,omitempty"`
 }
 
-// parseDisk reads --disk PATH[,format=raw|qcow2][,ro|rw].
+// parseDisk reads --disk PATH[,format=raw|qcow2][,ro|rw] and --disk
+// size=SIZE[,format=qcow2|raw].
 func parseDisk(arg string) (Disk, error) {
 	parts := strings.Split(arg, ",")
 	d := Disk{Path: parts[0]}
+	if sz, ok := strings.CutPrefix(parts[0], "size="); ok {
+		n, err := ParseSize(sz)
+		if err != nil {
+			return Disk{}, invalid("invalid --disk %q: %v", arg, err)
+		}
+		d = Disk{Size: n, Format: disk.QCOW2}
+	}
 	for _, o := range parts[1:] {
 		switch {
 		case o == "ro":
@@ -106,10 +121,36 @@ func parseDisk(arg string) (Disk, error) {
 			return Disk{}, invalid("invalid --disk %q: unknown option %q; give PATH[,format=raw|qcow2][,ro|rw]", arg, o)
 		}
 	}
-	if d.Path == "" {
+	if d.Path == "" && d.Size == 0 {
 		return Disk{}, invalid("invalid --disk %q: give PATH[,format=raw|qcow2][,ro|rw]", arg)
 	}
+	if d.Size > 0 && d.ReadOnly {
+		return Disk{}, invalid("invalid --disk %q: a blank disk is for writing; drop ,ro", arg)
+	}
 	return d, nil
+}
+
+// ParseSize reads a disk size: a number with a binary unit (K, M, G, T,
+// with or without "iB"/"B"); a bare number is GiB, as virt-install's
+// size= is. At least 1 MiB, at most 64 TiB.
+func ParseSize(s string) (uint64, error) {
+	m := sizeRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("size %q: give a size such as 20G or 512M", s)
+	}
+	n, err := strconv.ParseUint(m[1], 10, 64)
+	if err != nil || n > 1<<40 {
+		return 0, fmt.Errorf("size %q: too large", s)
+	}
+	shift := map[string]uint{"K": 10, "M": 20, "G": 30, "T": 40, "": 30}[strings.ToUpper(m[2])]
+	if n > (64<<40)>>shift {
+		return 0, fmt.Errorf("size %q: at most 64T", s)
+	}
+	b := n << shift
+	if b < 1<<20 {
+		return 0, fmt.Errorf("size %q: at least 1M", s)
+	}
+	return b, nil
 }
 
 // Networks hutch knows. An empty Network means the default: slirp, or
@@ -151,6 +192,16 @@ func ParseSpec(o Options) (Spec, error) {
 		if err := ValidName(s.Name); err != nil {
 			return Spec{}, err
 		}
+	}
+	if o.DiskSize != "" {
+		n, err := ParseSize(o.DiskSize)
+		if err != nil {
+			return Spec{}, invalid("invalid --disk-size: %v", err)
+		}
+		if o.Image == "" {
+			return Spec{}, invalid("--disk-size sizes the root disk of an IMAGE: give the IMAGE, or add a blank disk with --disk size=%s", o.DiskSize)
+		}
+		s.DiskSize = n
 	}
 	if o.Accel != "" {
 		mode, err := accel.ParseMode(o.Accel)

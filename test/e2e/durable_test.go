@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -45,4 +46,34 @@ func TestCreateStartKeepsDisk(t *testing.T) {
 		t.Errorf("after restart: %+v (pid was %d)", v, before)
 	}
 	waitPage(t, port)
+}
+
+// --disk size= gives the guest a blank disk of that size, --disk-size a
+// bigger root disk; set changes a stopped VM's memory and grows its root
+// disk for the next start.
+func TestDisksAndSet(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "hutchtest2")
+	port := freePort(t)
+	u.ok("create", "--name", "d", "--memory", "256M", "--disk", "size=1G", "--disk-size", "256M",
+		"-p", fmt.Sprintf("127.0.0.1:%d:80", port), guest.DiskImage)
+	u.ok("start", "d")
+	waitPage(t, port)
+	guestRun(t, u, "d", "echo sizes-$(cat /sys/block/vda/size)-$(cat /sys/block/vdb/size)-$(dd if=/dev/vdb bs=4096 count=1 2>/dev/null | tr -d '\\000' | wc -c)",
+		"sizes-524288-2097152-0", time.Minute)
+	if r := u.run("set", "d", "--memory", "384M"); r.code != 1 || !strings.Contains(r.err, "stop it first") {
+		t.Errorf("set of a running vm: %v", r)
+	}
+	u.ok("stop", "-t", "1", "d")
+	if r := u.run("set", "d", "--disk-size", "128M"); r.code != 2 || !strings.Contains(r.err, "a disk only grows") {
+		t.Errorf("set --disk-size smaller: %v", r)
+	}
+	u.ok("set", "d", "--memory", "384M", "--disk-size", "512M")
+	u.ok("start", "d")
+	waitPage(t, port)
+	v := u.inspect("d")
+	if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", v.Pid)); !strings.Contains(string(cmdline), "\x00-m\x00384M\x00") {
+		t.Errorf("QEMU after set --memory 384M: %q", cmdline)
+	}
+	guestRun(t, u, "d", "echo root-$(cat /sys/block/vda/size)", "root-1048576", time.Minute)
 }
