@@ -3,6 +3,7 @@
 package disk
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -49,6 +50,42 @@ func Resize(path string, size uint64) error {
 		return fmt.Errorf("resize %s: %s", path, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// Snapshot runs one qemu-img snapshot operation (-c, -a, -d or -l) on a
+// qcow2 disk. The image is named as a json: description with no backing,
+// so qemu-img opens that one file as qcow2 and nothing its header names.
+func Snapshot(path, op, name string) (string, error) {
+	spec, err := json.Marshal(map[string]any{"driver": QCOW2, "file": map[string]string{"driver": "file", "filename": path}, "backing": nil})
+	if err != nil {
+		return "", err
+	}
+	args := []string{"snapshot", "-q", op}
+	if op != "-l" {
+		args = append(args, name)
+	}
+	out, err := exec.Command(Tool, append(args, "json:"+string(spec))...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("snapshot %s of %s: %s", op, path, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// SnapshotNames lists the internal snapshots of a qcow2 disk by name.
+func SnapshotNames(path string) ([]string, error) {
+	out, err := Snapshot(path, "-l", "")
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		// ID TAG VM-SIZE DATE ... under a two-line header.
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] != "ID" && f[0] != "Snapshot" {
+			names = append(names, f[1])
+		}
+	}
+	return names, nil
 }
 
 // Layer is one file of an image's backing chain.

@@ -152,3 +152,24 @@ func FuzzParseQCOW2(f *testing.F) {
 		}
 	})
 }
+
+// Snapshots of hutch's own qcow2 never open what its header names.
+func TestSnapshotPinsTheFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "ov.qcow2")
+	qemuImg(t, "create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", "nbd://127.0.0.1:1/x", p, "16M")
+	for _, n := range []string{"one", "two"} {
+		if _, err := Snapshot(p, "-c", n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if names, err := SnapshotNames(p); err != nil || strings.Join(names, ",") != "one,two" {
+		t.Fatalf("SnapshotNames = %v, %v", names, err)
+	}
+	if _, err := Snapshot(p, "-d", "one"); err != nil {
+		t.Fatal(err)
+	}
+	if names, _ := SnapshotNames(p); strings.Join(names, ",") != "two" {
+		t.Fatalf("after -d one: %v", names)
+	}
+}

@@ -77,3 +77,38 @@ func TestDisksAndSet(t *testing.T) {
 	}
 	guestRun(t, u, "d", "echo root-$(cat /sys/block/vda/size)", "root-1048576", time.Minute)
 }
+
+// A snapshot taken before a change brings the old disk back.
+func TestSnapshotRestore(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "hutchtest1")
+	u.ok("create", "--name", "s", "--memory", "256M", "--network", "none", "--disk", "size=16M", guest.DiskImage)
+	last := "$(( $(cat /sys/block/vda/size) - 1 ))"
+	write := func(word string) {
+		u.ok("start", "s")
+		guestRun(t, u, "s", "echo "+word+" | dd of=/dev/vda bs=512 seek="+last+" conv=notrunc 2>/dev/null; echo "+word+" | dd of=/dev/vdb conv=notrunc 2>/dev/null; sync; echo done-$((4*4))", "done-16", time.Minute)
+		u.ok("stop", "-t", "1", "s")
+	}
+	write("before")
+	if r := u.run("snapshot", "create", "s", "snap1"); r.code != 0 {
+		t.Fatalf("snapshot create: %v", r)
+	}
+	if r := u.run("snapshot", "create", "s", "snap1"); r.code != 2 || !strings.Contains(r.err, "already has a snapshot") {
+		t.Errorf("second snapshot of the same name: %v", r)
+	}
+	write("after-")
+	u.ok("snapshot", "restore", "s", "snap1")
+	u.ok("start", "s")
+	if r := u.run("snapshot", "create", "s", "x"); r.code != 1 || !strings.Contains(r.err, "stop it first") {
+		t.Errorf("snapshot of a running vm: %v", r)
+	}
+	guestRun(t, u, "s", "echo got-$(dd if=/dev/vda bs=512 skip="+last+" count=1 2>/dev/null | head -c 6)-$(head -c 6 /dev/vdb)", "got-before-before", time.Minute)
+	u.ok("stop", "-t", "1", "s")
+	if out := u.ok("snapshot", "ls", "s"); strings.TrimSpace(out) != "snap1" {
+		t.Errorf("snapshot ls = %q", out)
+	}
+	u.ok("snapshot", "rm", "s", "snap1")
+	if out := u.ok("snapshot", "ls", "s"); strings.TrimSpace(out) != "" {
+		t.Errorf("snapshot ls after rm = %q", out)
+	}
+}
