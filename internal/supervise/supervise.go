@@ -52,38 +52,78 @@ func Run(l store.Layout, name string, ready *os.File, attach *os.File) error {
 	} else if err := limitSelf(); err != nil {
 		slog.Warn("running without rlimits", "err", err)
 	}
-	cmd, err := s.start(attach)
-	if err != nil {
-		s.finish(-1, err.Error())
-		fail(ready, err)
-		s.cleanup(l)
-		return err
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	signal.Ignore(syscall.SIGPIPE)
 
+	var code int
+	var reason, noQMP string
+	for restarts := 0; ; restarts++ {
+		cmd, err := s.start(attach)
+		attach = nil // the first client only; later ones attach through the socket
+		if err != nil && restarts == 0 {
+			s.finish(-1, err.Error())
+			fail(ready, err)
+			s.cleanup(l)
+			return err
+		}
+		if err != nil {
+			code, reason = -1, "restart failed: "+err.Error()
+			break
+		}
+		var signalled bool
+		code, reason, noQMP, signalled = s.watch(cmd, &ready, sigs)
+		stopPasst(s.passt, s.passtExited)
+		s.console.close()
+		if signalled || ready != nil || !s.restartWanted(code) {
+			break
+		}
+		// Back off, doubling up to half a minute, so a VM that dies at once
+		// does not spin; a signal meanwhile ends the supervisor.
+		wait := min(time.Second<<min(restarts, 5), 30*time.Second)
+		slog.Info("restarting the vm", "policy", s.rec.Spec.Restart, "after", reason, "in", wait)
+		store.Update(p, func(r *vm.Record) error {
+			r.Status.Restarts++
+			r.Status.Reason = "restarting after: " + reason
+			return nil
+		})
+		select {
+		case <-time.After(wait):
+			continue
+		case <-sigs:
+		}
+		break
+	}
+	if ready != nil {
+		fail(ready, s.startError(noQMP, reason))
+	}
+	s.finish(code, reason)
+	s.cleanup(l)
+	return nil
+}
+
+// watch waits for QEMU's end: it reports the VM ready once QMP answers,
+// notes passt's death, and passes a signal on to QEMU. signalled says
+// the supervisor itself was asked to end, which no restart policy undoes.
+func (s *supervisor) watch(cmd *exec.Cmd, ready **os.File, sigs <-chan os.Signal) (code int, reason, noQMP string, signalled bool) {
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	up := make(chan error, 1)
 	go func() {
-		q, err := qemu.DialQMP(p.QMP(), qmpTimeout)
+		q, err := qemu.DialQMP(s.paths.QMP(), qmpTimeout)
 		if err == nil {
 			q.Close()
 		}
 		up <- err
 	}()
 	var werr error
-	var noQMP string // set when QEMU was killed for never answering
-	waiting := true
-	for waiting {
+	for waiting := true; waiting; {
 		select {
 		case err := <-s.passtExited:
 			s.passt, s.passtExited = nil, nil // reaped: nothing left to stop
 			why := fmt.Sprintf("passt exited (%v): the vm has no network", err)
 			slog.Error(why)
-			store.Update(p, func(r *vm.Record) error { r.Status.NetworkError = why; return nil })
+			store.Update(s.paths, func(r *vm.Record) error { r.Status.NetworkError = why; return nil })
 		case err := <-up:
 			if err != nil {
 				slog.Error("qemu did not answer on qmp", "err", err)
@@ -91,28 +131,39 @@ func Run(l store.Layout, name string, ready *os.File, attach *os.File) error {
 				cmd.Process.Kill()
 				continue
 			}
-			if ready != nil {
-				ready.WriteString(vm.Ready())
-				ready.Close()
-				ready = nil
+			if *ready != nil {
+				(*ready).WriteString(vm.Ready())
+				(*ready).Close()
+				*ready = nil
 			}
 		case sig := <-sigs:
 			// Someone ends the supervisor: end the VM first, gracefully.
 			slog.Info("signal, terminating qemu", "signal", sig)
+			signalled = true
 			cmd.Process.Signal(syscall.SIGTERM)
 		case werr = <-exited:
 			waiting = false
 		}
 	}
-	stopPasst(s.passt, s.passtExited)
-	code, reason := s.exitOf(cmd, werr)
-	if ready != nil {
-		fail(ready, s.startError(noQMP, reason))
+	code, reason = s.exitOf(cmd, werr)
+	return code, reason, noQMP, signalled
+}
+
+// restartWanted applies the VM's restart policy to how QEMU ended: never
+// after hutch stop, always for "always", on a non-zero end for
+// "on-failure". A guest that reboots stays in the same QEMU and needs none.
+func (s *supervisor) restartWanted(code int) bool {
+	rec, err := store.Load[vm.Record](s.paths)
+	if err != nil || rec.Status.StopRequested || rec.Status.StopForced || rec.Status.KillRequested {
+		return false
 	}
-	s.console.close()
-	s.finish(code, reason)
-	s.cleanup(l)
-	return nil
+	switch rec.Spec.Restart {
+	case vm.RestartAlways:
+		return true
+	case vm.RestartOnFailure:
+		return code != 0
+	}
+	return false
 }
 
 type supervisor struct {
@@ -239,7 +290,8 @@ func (s *supervisor) start(attach *os.File) (*exec.Cmd, error) {
 	self, _ := store.Self()
 	vmm, _ := store.ProcOf(cmd.Process.Pid) // a QEMU already gone is seen at Wait
 	err = store.Update(s.paths, func(r *vm.Record) error {
-		r.Status = vm.Status{State: vm.StateRunning, Supervisor: self, VMM: vmm, Passt: passtProc, Started: time.Now().UTC()}
+		r.Status = vm.Status{State: vm.StateRunning, Supervisor: self, VMM: vmm, Passt: passtProc, Started: time.Now().UTC(),
+			Restarts: r.Status.Restarts, Defined: r.Status.Defined}
 		return nil
 	})
 	if err != nil {

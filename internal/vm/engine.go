@@ -421,6 +421,8 @@ func (e *Engine) Kill(name string) error {
 }
 
 func (e *Engine) kill(name string, st Status) error {
+	// Asked for: no restart policy may undo it.
+	store.Update(e.Layout.VM(name), func(r *Record) error { r.Status.KillRequested = true; return nil })
 	st.VMM.Signal(syscall.SIGKILL)
 	st.Passt.Signal(syscall.SIGKILL)
 	if waitGone(st.Supervisor, 5*time.Second) {

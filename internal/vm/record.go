@@ -112,6 +112,10 @@ type Status struct {
 	// Defined is set for a VM made by create: it stays "created" until
 	// started, where a run whose command died shows "never started".
 	Defined bool `json:"defined,omitempty"`
+	// KillRequested is set by hutch kill (and rm -f): no restart follows.
+	KillRequested bool `json:"killRequested,omitempty"`
+	// Restarts counts the times the restart policy started QEMU again.
+	Restarts int `json:"restarts,omitempty"`
 	// StopForced is set when stop gave up on the guest and ended QEMU.
 	StopForced bool `json:"stopForced,omitempty"`
 }
@@ -151,7 +155,10 @@ type View struct {
 	Finished *time.Time `json:"finished,omitempty"`
 	ExitCode *int       `json:"exitCode,omitempty"`
 	Reason   string     `json:"reason,omitempty"`
-	Command  []string   `json:"command"`
+	// Restart is the restart policy and Restarts how often it acted.
+	Restart  string   `json:"restart,omitempty"`
+	Restarts int      `json:"restarts,omitempty"`
+	Command  []string `json:"command"`
 	// Descriptors are what QEMU inherits, in order from fd 3.
 	Descriptors []FD `json:"descriptors"`
 }
@@ -231,7 +238,7 @@ func (r Record) view() View {
 		Machine: r.Plan.VMM.Machine, CPUs: r.Spec.CPUs, MemoryMiB: r.Spec.MemoryMiB,
 		Network: r.Spec.Network, Bridge: r.Spec.Bridge, Ports: r.Spec.Ports, Image: r.Spec.Image, Kernel: r.Spec.Kernel,
 		SSH: r.Spec.SSH, Created: r.Created, Reason: s.Reason, Command: r.Plan.VMM.Argv(r.Plan.QEMU), Descriptors: r.Plan.FDs,
-		Disks: r.Plan.Disks,
+		Disks: r.Plan.Disks, Restart: r.Spec.Restart, Restarts: s.Restarts,
 	}
 	if v.Disks == nil {
 		v.Disks = []PlannedDisk{}

@@ -49,6 +49,8 @@ type Options struct {
 	Accel string
 	// DiskSize grows the root disk (the IMAGE's overlay) to this size.
 	DiskSize string
+	// Restart is the restart policy: no, on-failure or always.
+	Restart string
 }
 
 // Spec is a validated run request.
@@ -74,7 +76,16 @@ type Spec struct {
 	Accel string `json:"accel,omitempty"`
 	// DiskSize is the root disk's size in bytes; 0 keeps the image's.
 	DiskSize uint64 `json:"diskSize,omitempty"`
+	// Restart is what the supervisor does when QEMU ends by itself.
+	Restart string `json:"restart,omitempty"`
 }
+
+// Restart policies, as Podman and Docker name them.
+const (
+	RestartNo        = "no"
+	RestartOnFailure = "on-failure"
+	RestartAlways    = "always"
+)
 
 // SSHAccess is how hutch reaches a guest it seeded.
 type SSHAccess struct {
@@ -202,6 +213,16 @@ func ParseSpec(o Options) (Spec, error) {
 			return Spec{}, invalid("--disk-size sizes the root disk of an IMAGE: give the IMAGE, or add a blank disk with --disk size=%s", o.DiskSize)
 		}
 		s.DiskSize = n
+	}
+	switch o.Restart {
+	case "", RestartNo:
+	case RestartOnFailure, RestartAlways:
+		if o.Remove {
+			return Spec{}, invalid("--restart %s and --rm conflict: a vm removed when it stops cannot be restarted", o.Restart)
+		}
+		s.Restart = o.Restart
+	default:
+		return Spec{}, invalid("unknown --restart %q: use no, on-failure or always", o.Restart)
 	}
 	if o.Accel != "" {
 		mode, err := accel.ParseMode(o.Accel)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -110,5 +111,33 @@ func TestSnapshotRestore(t *testing.T) {
 	u.ok("snapshot", "rm", "s", "snap1")
 	if out := u.ok("snapshot", "ls", "s"); strings.TrimSpace(out) != "" {
 		t.Errorf("snapshot ls after rm = %q", out)
+	}
+}
+
+// --restart on-failure brings a VM whose QEMU was killed back up, and
+// stop still stops it for good.
+func TestRestartPolicy(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "hutchtest2")
+	u.runGuest("rp", "--restart", "on-failure")
+	v := u.inspect("rp")
+	syscall.Kill(v.Pid, syscall.SIGKILL)
+	var again view
+	if !waitFor(30*time.Second, func() bool {
+		again = u.inspect("rp")
+		return again.State == "running" && again.Pid != 0 && again.Pid != v.Pid
+	}) {
+		t.Fatalf("after kill -9 of QEMU with --restart on-failure: %+v", again)
+	}
+	if again.Restarts != 1 || again.Restart != "on-failure" {
+		t.Errorf("restart count %d, policy %q", again.Restarts, again.Restart)
+	}
+	u.ok("stop", "-t", "1", "rp")
+	time.Sleep(3 * time.Second)
+	if got := u.inspect("rp"); got.State != "stopped" {
+		t.Errorf("stop of a --restart on-failure vm: %+v", got)
+	}
+	if r := u.run("run", "--rm", "--restart", "always", "--kernel", guest.Kernel); r.code != 2 || !strings.Contains(r.err, "--restart always and --rm conflict") {
+		t.Errorf("--rm with --restart: %v", r)
 	}
 }

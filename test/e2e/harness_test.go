@@ -126,6 +126,8 @@ type view struct {
 	RuntimeDir    string `json:"runtimeDir"`
 	Accel         string `json:"accel"`
 	AccelReason   string `json:"accelReason"`
+	Restart       string `json:"restart"`
+	Restarts      int    `json:"restarts"`
 	Disks         []struct {
 		Source string `json:"source"`
 		Chain  []struct {
