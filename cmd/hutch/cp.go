@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"github.com/spf13/cobra"
 )
 
@@ -20,7 +22,16 @@ func cpCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runTool(cmd)
+			// scp's own status (255 for any failure) is not a copy's: hutch
+			// exits 1 for a failed copy, as for any failed command.
+			if err := runTool(cmd); err != nil {
+				var ee exitError
+				if errors.As(err, &ee) {
+					return fmt.Errorf("copy failed (scp exited %d; its message is above)", ee.code)
+				}
+				return err
+			}
+			return nil
 		},
 	}
 }

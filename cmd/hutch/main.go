@@ -44,7 +44,7 @@ func main() {
 	})
 	root.AddCommand(runCmd(), createCmd(), startCmd(), restartCmd(), setCmd(), snapshotCmd(), psCmd(), inspectCmd(), logsCmd(), consoleCmd(), stopCmd(),
 		killCmd(), rmCmd(), portCmd(), checkCmd(), versionCmd(), superviseCmd(), execCmd(),
-		sshCmd(), cpCmd(), imagesCmd(), imageCmd())
+		sshCmd(), sshConfigCmd(), cpCmd(), imagesCmd(), imageCmd())
 	err := root.Execute()
 	if err == nil {
 		return

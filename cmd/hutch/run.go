@@ -43,7 +43,7 @@ func runCmd() *cobra.Command {
 				}
 				if wait {
 					if err := e.WaitSSH(name, waitTimeout); err != nil {
-						return err
+						return fmt.Errorf("%w; vm %s keeps running (hutch rm -f %s removes it)", err, name, name)
 					}
 				}
 				fmt.Println(name)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 
@@ -37,4 +38,24 @@ func runTool(cmd *exec.Cmd) error {
 		return exitError{ee.ExitCode()}
 	}
 	return err
+}
+
+func sshConfigCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "ssh-config NAME",
+		Short: "Print an ssh_config block for a VM started with --ssh (Host hutch-NAME)",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(c *cobra.Command, a []string) error {
+			e, err := newEngine()
+			if err != nil {
+				return err
+			}
+			t, err := e.SSHTarget(a[0])
+			if err != nil {
+				return err
+			}
+			fmt.Print(t.Config("hutch-" + a[0]))
+			return nil
+		},
+	}
 }

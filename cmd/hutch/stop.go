@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,7 +25,8 @@ func stopCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return eachVM(a, func(n string) error { return e.Stop(n, time.Duration(seconds)*time.Second) })
+			// At once: each stop may wait out its guest's -t.
+			return eachVMAtOnce(a, func(n string) error { return e.Stop(n, time.Duration(seconds)*time.Second) })
 		},
 	}
 	c.Flags().IntVarP(&seconds, "time", "t", 10, "seconds to wait for the guest to power off before forcing it")
@@ -66,6 +68,20 @@ func rmCmd() *cobra.Command {
 
 // eachVM applies fn to every name, printing each done, and reports every
 // failure, one "hutch: " line each, rather than stopping at the first.
+// eachVMAtOnce is eachVM with every fn running at the same time; results
+// are still printed in the order the names were given.
+func eachVMAtOnce(names []string, fn func(string) error) error {
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = fn(n) }()
+	}
+	wg.Wait()
+	i := 0
+	return eachVM(names, func(string) error { i++; return errs[i-1] })
+}
+
 func eachVM(names []string, fn func(string) error) error {
 	code := 0
 	for _, n := range names {

@@ -67,9 +67,14 @@ type Login struct {
 // and l's key, or l's key on the doc's own user of that name. The doc's
 // other users, and "default" when it names no users, are kept.
 func MergeLogin(doc map[string]any, l Login) (map[string]any, error) {
-	out := make(map[string]any, len(doc)+1)
+	out := make(map[string]any, len(doc)+2)
 	for k, v := range doc {
 		out[k] = v
+	}
+	// The hostname hutch's meta-data gives must resolve, or every sudo in
+	// the guest warns "unable to resolve host"; the user's own choice stays.
+	if _, set := out["manage_etc_hosts"]; !set {
+		out["manage_etc_hosts"] = true
 	}
 	var users []any
 	switch u := doc["users"].(type) {

@@ -227,3 +227,17 @@ func TestWriteISORejects(t *testing.T) {
 		}
 	}
 }
+
+// The guest's hostname resolves (no "sudo: unable to resolve host"),
+// unless the user's own config says otherwise.
+func TestMergeLoginManagesEtcHosts(t *testing.T) {
+	doc, _ := ParseUserData([]byte("#cloud-config\n"))
+	merged, err := MergeLogin(doc, login)
+	if err != nil || merged["manage_etc_hosts"] != true {
+		t.Fatalf("manage_etc_hosts = %v, %v", merged["manage_etc_hosts"], err)
+	}
+	doc, _ = ParseUserData([]byte("#cloud-config\nmanage_etc_hosts: localhost\n"))
+	if merged, _ := MergeLogin(doc, login); merged["manage_etc_hosts"] != "localhost" {
+		t.Fatalf("the user's manage_etc_hosts was replaced: %v", merged["manage_etc_hosts"])
+	}
+}

@@ -173,6 +173,24 @@ func (t Target) options() []string {
 	}
 }
 
+// Config is an ssh_config block for alias with the options hutch ssh
+// uses, for editors and for ssh's own flags (ssh -F FILE -L ... alias).
+func (t Target) Config(alias string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Host %s\n  HostName %s\n  Port %d\n  User %s\n", alias, t.Host, t.Port, t.User)
+	o := t.options()
+	for i := 0; i+1 < len(o); i += 2 {
+		switch o[i] {
+		case "-i":
+			fmt.Fprintf(&b, "  IdentityFile %s\n", o[i+1])
+		case "-o":
+			k, v, _ := strings.Cut(o[i+1], "=")
+			fmt.Fprintf(&b, "  %s %s\n", k, v)
+		}
+	}
+	return b.String()
+}
+
 // SSHArgv is the ssh command line that runs command in the guest (through
 // its login shell, as ssh does), or a login shell when command is empty.
 // "--" ends ssh's options, so a command's own flags stay its own.
@@ -253,7 +271,13 @@ func Answers(addr string, timeout time.Duration) bool {
 		return false
 	}
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(timeout))
+	c.SetDeadline(time.Now().Add(timeout))
+	// Speak first: Debian 12's passt connects to the guest only once the
+	// client sends something, so a client waiting for the banner would
+	// wait forever. An ssh server takes a client's banner before its own.
+	if _, err := c.Write([]byte("SSH-2.0-hutch_probe\r\n")); err != nil {
+		return false
+	}
 	line, err := bufio.NewReader(c).ReadString('\n')
 	return err == nil && strings.HasPrefix(line, banner)
 }

@@ -1,6 +1,7 @@
 package guestssh
 
 import (
+	"bufio"
 	"net"
 	"os"
 	"path/filepath"
@@ -167,5 +168,46 @@ func TestAnswers(t *testing.T) {
 	}
 	if !Answers(addr, 2*time.Second) {
 		t.Error("an ssh banner does not count")
+	}
+}
+
+// A forwarder that connects to the guest only once the client speaks (as
+// Debian 12's passt does): the probe must send its banner first.
+func TestAnswersSpeaksFirst(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if line, err := bufio.NewReader(c).ReadString('\n'); err == nil && strings.HasPrefix(line, "SSH-2.0-") {
+					c.Write([]byte("SSH-2.0-OpenSSH_9.2\r\n"))
+				}
+			}()
+		}
+	}()
+	if !Answers(l.Addr().String(), 3*time.Second) {
+		t.Fatal("Answers waited for a banner from a server that speaks second")
+	}
+}
+
+// ssh-config gives ssh itself what hutch ssh passes on its command line.
+func TestConfig(t *testing.T) {
+	got := target.Config("hutch-web")
+	for _, w := range []string{"Host hutch-web\n", "  HostName 127.0.0.1\n", "  Port 40022\n", "  User alice\n",
+		"  IdentityFile /k/id_ed25519\n", "  IdentitiesOnly yes\n", "  UserKnownHostsFile /vm/known_hosts\n", "  StrictHostKeyChecking accept-new\n"} {
+		if !strings.Contains(got, w) {
+			t.Errorf("config lacks %q:\n%s", w, got)
+		}
+	}
+	if strings.Contains(got, "=") {
+		t.Errorf("config keeps a -o key=value form:\n%s", got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -146,6 +147,13 @@ func CheckFree(fwds []Forward) error {
 			return fmt.Errorf("host port %s is given twice; give each forward its own host port", f)
 		}
 		seen[key] = true
+		// The VMM binds the port, and a VMM is never privileged: a port
+		// below the kernel's unprivileged start cannot work even when the
+		// caller (root) could bind it.
+		if start := unprivilegedPortStart(); f.HostPort < start {
+			return fmt.Errorf("host port %s is privileged (below net.ipv4.ip_unprivileged_port_start = %d), and a VMM never is: choose a host port from %d up, e.g. -p %d:%d",
+				f, start, start, 8000+f.HostPort%1000, f.GuestPort)
+		}
 		addr := net.JoinHostPort(f.HostIP, strconv.Itoa(f.HostPort))
 		var err error
 		if f.Protocol == "udp" {
@@ -167,6 +175,20 @@ func CheckFree(fwds []Forward) error {
 		}
 	}
 	return nil
+}
+
+// unprivilegedPortStart is the lowest port an unprivileged process may
+// bind in this network namespace (1024 when it cannot be read).
+func unprivilegedPortStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	if err != nil {
+		return 1024
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 1024
+	}
+	return n
 }
 
 // SlirpNetdev is the -netdev value for QEMU's built-in user networking.

@@ -26,6 +26,9 @@ const Sandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecont
 // so the VMM needs no permission on anything (see FDSets and the *FD
 // fields).
 type Config struct {
+	// Name is the guest's name in QEMU (its -name, seen in ps and in
+	// QEMU's own messages); "hutch" when empty.
+	Name      string `json:"name,omitempty"`
 	Machine   string `json:"machine"`
 	Accel     string `json:"accel"` // kvm or tcg
 	CPUs      int    `json:"cpus"`
@@ -81,7 +84,7 @@ type Layer struct {
 func (c Config) Argv(binary string) []string {
 	a := []string{binary,
 		"-nodefaults", "-no-user-config",
-		"-name", "hutch",
+		"-name", c.name(),
 		"-machine", c.machine(),
 		"-accel", c.Accel,
 		"-smp", strconv.Itoa(c.CPUs),
@@ -126,6 +129,13 @@ func (c Config) Argv(binary string) []string {
 			"-device", "virtserialport,chardev=agent,name="+c.AgentPort)
 	}
 	return a
+}
+
+func (c Config) name() string {
+	if c.Name == "" {
+		return "hutch"
+	}
+	return "guest=" + c.Name
 }
 
 func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }

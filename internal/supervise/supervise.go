@@ -126,8 +126,19 @@ func (s *supervisor) watch(cmd *exec.Cmd, ready **os.File, sigs <-chan os.Signal
 			store.Update(s.paths, func(r *vm.Record) error { r.Status.NetworkError = why; return nil })
 		case err := <-up:
 			if err != nil {
+				// A QEMU that died closed its QMP socket too: its exit is
+				// the cause, not QMP.
+				select {
+				case werr = <-exited:
+					waiting = false
+					continue
+				case <-time.After(time.Second):
+				}
 				slog.Error("qemu did not answer on qmp", "err", err)
 				noQMP = fmt.Sprintf("qemu did not answer on QMP within %s", qmpTimeout)
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					noQMP = fmt.Sprintf("qemu's QMP socket failed (%v)", err)
+				}
 				cmd.Process.Kill()
 				continue
 			}

@@ -135,13 +135,13 @@ func freePort() (int, error) {
 func (e *Engine) SSHTarget(name string) (guestssh.Target, error) {
 	rec, err := e.Get(name)
 	if err != nil {
-		return guestssh.Target{}, invalid("%v: see hutch ps -a", err)
+		return guestssh.Target{}, fmt.Errorf("%w: see hutch ps -a", err)
 	}
 	if rec.Spec.SSH == nil {
 		return guestssh.Target{}, invalid("vm %q was started without --ssh: run a new one with hutch run --ssh IMAGE", name)
 	}
 	if st := rec.live(); st.State != StateRunning {
-		return guestssh.Target{}, invalid("vm %q is %s: ssh needs a running vm; start a new one with hutch run --ssh", name, st.State)
+		return guestssh.Target{}, invalid("vm %q is %s: ssh needs a running vm: start it with hutch start %s", name, st.State, name)
 	}
 	p := e.Layout.VM(name)
 	t := guestssh.Target{

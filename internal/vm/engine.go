@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -67,6 +68,7 @@ func (e *Engine) Run(s Spec, console *os.File) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	e.warnSize(s)
 	// Held from the check until QEMU has bound the ports, so two runs
 	// cannot both see a port free.
 	lk, err := store.AcquireWithin(e.Layout.PortsLock(), portsLockTimeout)
@@ -83,6 +85,38 @@ func (e *Engine) Run(s Spec, console *os.File) (string, error) {
 	return s.Name, e.start(s.Name, console, true)
 }
 
+// warnSize says when a VM asks for more CPUs or memory than the host has:
+// QEMU starts it anyway, and the guest then crawls or the host swaps.
+func (e *Engine) warnSize(s Spec) {
+	if e.Notice == nil {
+		return
+	}
+	if n := runtime.NumCPU(); s.CPUs > n {
+		fmt.Fprintf(e.Notice, "hutch: --cpus %d is more than this host's %d CPUs: the guest's CPUs will share them\n", s.CPUs, n)
+	}
+	if total := hostMemoryMiB(); total > 0 && s.MemoryMiB > total {
+		fmt.Fprintf(e.Notice, "hutch: --memory %dM is more than this host's %dM: the guest may be killed or the host swap when it uses it\n", s.MemoryMiB, total)
+	}
+}
+
+// hostMemoryMiB is MemTotal from /proc/meminfo, 0 when unknown.
+func hostMemoryMiB() int {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				kib, _ := strconv.Atoi(f[0])
+				return kib >> 10
+			}
+		}
+	}
+	return 0
+}
+
 // Create makes a VM, its record and its disks, without starting it;
 // Start boots it from that record.
 func (e *Engine) Create(s Spec) (string, error) {
@@ -94,6 +128,7 @@ func (e *Engine) Create(s Spec) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	e.warnSize(s)
 	if err := e.create(&s, &plan, generated, true); err != nil {
 		return "", err
 	}

@@ -85,7 +85,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		s.Image = e.resolveImage(s.Image)
 	}
 	var fds fdTable
-	cfg := qemu.Config{CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, Machine: qemu.Q35,
+	cfg := qemu.Config{Name: s.Name, CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, Machine: qemu.Q35,
 		SerialFD: fds.add(FD{Kind: FDSerial}), QMPFD: fds.add(FD{Kind: FDQMP})}
 	for _, f := range []struct {
 		flag string

@@ -194,7 +194,6 @@ func TestBadInput(t *testing.T) {
 		{"ssh without an image", with("--ssh"), "--ssh and --cloud-init configure a cloud image"},
 		{"ssh without a network", with("--ssh", "--network", "none", debian.Disk), "--ssh forwards a host port to the guest's port 22: drop --network none"},
 		{"wait without ssh", with("--wait", "--cloud-init", good, debian.Disk), "--wait waits for ssh: add --ssh"},
-		{"ssh to no vm", []string{"ssh", "ghost"}, "no such vm: ghost"},
 		{"cp without a vm", []string{"cp", "a", "b"}, "neither path is in a vm"},
 		{"cp between vms", []string{"cp", "a:/x", "b:/y"}, "both paths are in a vm"},
 		{"cp with no guest path", []string{"cp", "a:", "b"}, `"a:" names no path in vm a`},
@@ -208,6 +207,12 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("got %s, want exit 2 and one line with %q", r, tc.want)
 			}
 		})
+	}
+	// A VM that does not exist is exit 1 for every verb, ssh's as well.
+	for _, verb := range [][]string{{"ssh", "ghost"}, {"ssh-config", "ghost"}, {"cp", "ghost:/x", "y"}, {"inspect", "ghost"}} {
+		if r := u.run(verb...); r.code != 1 || !strings.Contains(r.stderr, "no such vm: ghost") {
+			t.Errorf("%v: got %s, want exit 1 naming the vm", verb, r)
+		}
 	}
 	if names := vmNames(u.must("ps", "-a", "--format", "json")); len(names) != 0 {
 		t.Errorf("bad input left vms behind: %v", names)

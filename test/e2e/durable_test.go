@@ -73,7 +73,8 @@ func TestDisksAndSet(t *testing.T) {
 	u.ok("start", "d")
 	waitPage(t, port)
 	v := u.inspect("d")
-	if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", v.Pid)); !strings.Contains(string(cmdline), "\x00-m\x00384M\x00") {
+	if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", v.Pid)); !strings.Contains(string(cmdline), "\x00-m\x00384M\x00") ||
+		!strings.Contains(string(cmdline), "\x00-name\x00guest=d\x00") {
 		t.Errorf("QEMU after set --memory 384M: %q", cmdline)
 	}
 	guestRun(t, u, "d", "echo root-$(cat /sys/block/vda/size)", "root-1048576", time.Minute)
@@ -139,5 +140,28 @@ func TestRestartPolicy(t *testing.T) {
 	}
 	if r := u.run("run", "--rm", "--restart", "always", "--kernel", guest.Kernel); r.code != 2 || !strings.Contains(r.err, "--restart always and --rm conflict") {
 		t.Errorf("--rm with --restart: %v", r)
+	}
+}
+
+// More CPUs or memory than the host has is allowed, with a word each.
+func TestOversizeWarns(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "hutchtest1")
+	r := u.run("create", "--name", "big", "--cpus", "200", "--memory", "4T", "--kernel", guest.Kernel, "--network", "none")
+	if r.code != 0 || !strings.Contains(r.err, "--cpus 200 is more than this host's") || !strings.Contains(r.err, "--memory 4194304M is more than this host's") {
+		t.Errorf("create with 200 CPUs and 4T: %v; want it made, with two warnings", r)
+	}
+}
+
+// stop of several VMs stops them at once: each waits out its own -t.
+func TestStopAtOnce(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "hutchtest2")
+	u.ok(cheapRun("a", 0)...)
+	u.ok(cheapRun("b", 0)...)
+	start := time.Now()
+	r := u.run("stop", "-t", "4", "a", "b")
+	if took := time.Since(start); r.code != 0 || r.out != "a\nb\n" || took > 7*time.Second {
+		t.Errorf("stop -t 4 a b: %v in %s; want both, in order, in about 4 s", r, took)
 	}
 }

@@ -858,7 +858,7 @@ func TestBadInputTable(t *testing.T) {
 		port("1:2:3:4", "too many fields"),
 		port("+80:80", `host port "+80" is not a number`),
 		{name: "port given twice", args: run("-p", fmt.Sprintf("%d:80", twice), "-p", fmt.Sprintf("%d:81", twice)), code: 2, want: []string{fmt.Sprintf("host port 127.0.0.1:%d/tcp is given twice", twice)}},
-		{name: "privileged host port", args: run("-p", "80:80"), code: 2, want: []string{"host port 127.0.0.1:80/tcp cannot be bound", "permission denied"}, skip: privilegedPortsOpen()},
+		{name: "privileged host port", args: run("-p", "80:80"), code: 2, want: []string{"host port 127.0.0.1:80/tcp is privileged", "e.g. -p 8080:80"}, skip: privilegedPortsOpen()},
 		// Networks.
 		{name: "bridge=", args: run("--network", "bridge="), code: 2, want: []string{"bridge=", `invalid bridge name ""`}},
 		{name: "bridge=a/b", args: run("--network", "bridge=a/b"), code: 2, want: []string{`invalid bridge name "a/b"`}},
