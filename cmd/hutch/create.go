@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -111,5 +112,58 @@ func setCmd() *cobra.Command {
 	f.IntVar(&ch.CPUs, "cpus", 0, "number of virtual CPUs")
 	f.StringVar(&ch.Memory, "memory", "", "guest memory, e.g. 1G")
 	f.StringVar(&ch.DiskSize, "disk-size", "", "grow the root disk to SIZE, e.g. 20G")
+	return c
+}
+
+func vncCmd() *cobra.Command {
+	var port int
+	c := &cobra.Command{
+		Use:   "vnc NAME",
+		Short: "Give a VNC viewer a way in to a VM's display: prints a 127.0.0.1 address, relays until Ctrl-C",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(c *cobra.Command, a []string) error {
+			e, err := newEngine()
+			if err != nil {
+				return err
+			}
+			sock, err := e.VNCSocket(a[0])
+			if err != nil {
+				return err
+			}
+			l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+			if err != nil {
+				return fmt.Errorf("listen for a viewer: %w", err)
+			}
+			fmt.Printf("%s (e.g. vncviewer 127.0.0.1::%d; only you can connect)\n", l.Addr(), l.Addr().(*net.TCPAddr).Port)
+			return vm.ServeVNC(l, sock)
+		},
+	}
+	c.Flags().IntVar(&port, "port", 0, "127.0.0.1 port to listen on (default: a free one)")
+	return c
+}
+
+func generateCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "generate",
+		Short: "Generate files that run hutch VMs",
+		Args:  args(cobra.NoArgs),
+	}
+	c.AddCommand(&cobra.Command{
+		Use:   "systemd NAME",
+		Short: "Print a systemd user unit that starts the VM at login (or boot, with lingering)",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(c *cobra.Command, a []string) error {
+			e, err := newEngine()
+			if err != nil {
+				return err
+			}
+			unit, err := e.SystemdUnit(a[0], e.Self)
+			if err != nil {
+				return err
+			}
+			fmt.Print(unit)
+			return nil
+		},
+	})
 	return c
 }

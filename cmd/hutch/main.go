@@ -42,7 +42,7 @@ func main() {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see hutch %s --help)", err, c.Name())}
 	})
-	root.AddCommand(runCmd(), createCmd(), startCmd(), restartCmd(), setCmd(), snapshotCmd(), psCmd(), inspectCmd(), logsCmd(), consoleCmd(), stopCmd(),
+	root.AddCommand(runCmd(), createCmd(), startCmd(), restartCmd(), setCmd(), snapshotCmd(), vncCmd(), generateCmd(), psCmd(), inspectCmd(), logsCmd(), consoleCmd(), stopCmd(),
 		killCmd(), rmCmd(), portCmd(), checkCmd(), versionCmd(), superviseCmd(), execCmd(),
 		sshCmd(), sshConfigCmd(), cpCmd(), imagesCmd(), imageCmd())
 	err := root.Execute()

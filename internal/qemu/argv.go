@@ -55,6 +55,15 @@ type Config struct {
 	// no device node on the host.
 	AgentFD   int    `json:"agentFD,omitempty"`
 	AgentPort string `json:"agentPort,omitempty"`
+	// Pflash, when set, is UEFI: the fdsets of the firmware's code
+	// (read-only) and of the VM's own copy of its variable store.
+	Pflash []int `json:"pflash,omitempty"`
+	// SerialFirmware sends the BIOS's screen to the serial console, so a
+	// disk that does not boot says so in the VM's log.
+	SerialFirmware bool `json:"serialFirmware,omitempty"`
+	// VNC, when set, is the unix socket QEMU serves a VNC display on,
+	// with a VGA card to show; none by default.
+	VNC string `json:"vnc,omitempty"`
 }
 
 // FDSet is one -add-fd set: the same file opened once read-only and, for
@@ -113,6 +122,14 @@ func (c Config) Argv(binary string) []string {
 			a = append(a, "-add-fd", fmt.Sprintf("fd=%d,set=%d", fd, s.ID))
 		}
 	}
+	for i, set := range c.Pflash {
+		ro := ""
+		if i == 0 {
+			ro = ",read-only=on"
+		}
+		a = append(a, "-blockdev", fmt.Sprintf("driver=file,node-name=fw%d-file,filename=/dev/fdset/%d%s", i, set, ro),
+			"-blockdev", fmt.Sprintf("driver=raw,node-name=fw%d,file=fw%d-file%s", i, i, ro))
+	}
 	for i, d := range c.Drives {
 		a = append(a, c.drive(i, d)...)
 	}
@@ -122,6 +139,11 @@ func (c Config) Argv(binary string) []string {
 			dev += ",mac=" + c.MAC
 		}
 		a = append(a, "-netdev", c.Netdev, "-device", dev)
+	}
+	if c.VNC != "" {
+		// A unix socket in the VM's private runtime dir: only its owner
+		// can connect, and no TCP port is ever opened by QEMU.
+		a = append(a, "-device", "VGA", "-vnc", "unix:"+c.VNC)
 	}
 	if c.AgentFD != 0 {
 		a = append(a, "-device", c.virtio("serial"),
@@ -145,6 +167,13 @@ func (c Config) machine() string {
 		// The guest finds the virtio-mmio devices through ACPI; distribution
 		// kernels rarely accept them on the command line.
 		return "microvm,acpi=on"
+	}
+	if len(c.Pflash) == 2 {
+		return c.Machine + ",pflash0=fw0,pflash1=fw1"
+	}
+	if c.SerialFirmware {
+		// SeaBIOS then writes its screen to the serial console.
+		return c.Machine + ",graphics=off"
 	}
 	return c.Machine
 }

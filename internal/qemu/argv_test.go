@@ -58,3 +58,24 @@ func TestArgvMicroVM(t *testing.T) {
 		t.Errorf("argv has a kernel it was not given:\n%s", got)
 	}
 }
+
+// UEFI: OVMF's code read-only and the VM's variable store writable, both
+// fdsets, as the machine's pflash; a BIOS disk boot gets SeaBIOS's
+// serial console; a VNC display is a unix socket.
+func TestArgvFirmwareAndDisplay(t *testing.T) {
+	c := Config{Name: "web", Machine: Q35, Accel: "tcg", CPUs: 1, MemoryMiB: 128, SerialFD: 3, QMPFD: 4,
+		FDSets: []FDSet{{ID: 1, FDs: []int{5}}, {ID: 2, FDs: []int{6, 7}}}, Pflash: []int{1, 2}, VNC: "/run/x/vnc.sock"}
+	got := strings.Join(c.Argv("qemu"), " ")
+	for _, want := range []string{"-name guest=web", "-machine q35,pflash0=fw0,pflash1=fw1",
+		"-blockdev driver=file,node-name=fw0-file,filename=/dev/fdset/1,read-only=on -blockdev driver=raw,node-name=fw0,file=fw0-file,read-only=on",
+		"-blockdev driver=file,node-name=fw1-file,filename=/dev/fdset/2 -blockdev driver=raw,node-name=fw1,file=fw1-file ",
+		"-device VGA -vnc unix:/run/x/vnc.sock"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("argv lacks %q:\n%s", want, got)
+		}
+	}
+	bios := Config{Machine: Q35, Accel: "tcg", CPUs: 1, MemoryMiB: 128, SerialFD: 3, QMPFD: 4, SerialFirmware: true}
+	if got := strings.Join(bios.Argv("qemu"), " "); !strings.Contains(got, "-machine q35,graphics=off") {
+		t.Errorf("BIOS disk boot argv: %s", got)
+	}
+}

@@ -31,6 +31,8 @@ const (
 	qmpSocket      = "qmp.sock"
 	consoleSocket  = "console.sock"
 	passtSocket    = "passt.sock"
+	vncSocket      = "vnc.sock"
+	uefiVarsFile   = "uefi-vars.fd"
 	passtLogFile   = "passt.log"
 	vmsDir         = "vms"
 	portsLockFile  = "ports.lock"
@@ -200,8 +202,10 @@ func (p Paths) SuperLog() string   { return filepath.Join(p.Data, superLogFile) 
 func (p Paths) QMP() string        { return filepath.Join(p.Run, qmpSocket) }
 func (p Paths) Console() string    { return filepath.Join(p.Run, consoleSocket) }
 func (p Paths) Passt() string      { return filepath.Join(p.Run, passtSocket) }
+func (p Paths) VNC() string        { return filepath.Join(p.Run, vncSocket) }
 func (p Paths) PasstLog() string   { return filepath.Join(p.Data, passtLogFile) }
 func (p Paths) Seed() string       { return filepath.Join(p.Data, seedFile) }
+func (p Paths) UEFIVars() string   { return filepath.Join(p.Data, uefiVarsFile) }
 func (p Paths) KnownHosts() string { return filepath.Join(p.Data, knownHostsFile) }
 func (p Paths) Overlay(i int) string {
 	return filepath.Join(p.Data, fmt.Sprintf("disk%d.qcow2", i))

@@ -183,7 +183,7 @@ func TestProcAlive(t *testing.T) {
 func TestAcquireWithinNamesAStoppedHolder(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ports.lock")
 	// The holder: a shell holding the lock, then stopping itself.
-	holder := exec.Command("sh", "-c", "exec 9>>"+path+"; flock 9; echo $$ > "+path+"; echo held; kill -STOP $$; sleep 60")
+	holder := exec.Command("sh", "-c", "exec 9>>"+path+"; flock 9; echo $$ > "+path+"; echo held; kill -STOP $$; exec sleep 60")
 	out, _ := holder.StdoutPipe()
 	if err := holder.Start(); err != nil {
 		t.Fatal(err)
@@ -208,8 +208,7 @@ func TestAcquireWithinNamesAStoppedHolder(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("gave up after %s, want at once", took)
 	}
-	holder.Process.Signal(syscall.SIGCONT)
-	holder.Process.Kill()
+	holder.Process.Kill() // SIGKILL ends a stopped process too
 	holder.Wait()
 	lk, err := AcquireWithin(path, 5*time.Second)
 	if err != nil {

@@ -85,6 +85,24 @@ func (e *Engine) Run(s Spec, console *os.File) (string, error) {
 	return s.Name, e.start(s.Name, console, true)
 }
 
+// copyFile copies src to a new file dst, private to its owner.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
 // warnSize says when a VM asks for more CPUs or memory than the host has:
 // QEMU starts it anyway, and the guest then crawls or the host swaps.
 func (e *Engine) warnSize(s Spec) {
@@ -192,6 +210,11 @@ func (e *Engine) create(s *Spec, plan *Plan, generated, defined bool) error {
 			for _, ov := range p.Overlays {
 				if err := disk.CreateOverlay(ov.Base, ov.BaseFormat, max(ov.Size, ov.BaseSize), filepath.Join(staging, filepath.Base(ov.Path))); err != nil {
 					return err
+				}
+			}
+			if p.UEFI != nil {
+				if err := copyFile(p.UEFI.Template, filepath.Join(staging, filepath.Base(p.UEFI.Vars))); err != nil {
+					return fmt.Errorf("copy the UEFI variable store: %w", err)
 				}
 			}
 			for _, b := range p.Blanks {

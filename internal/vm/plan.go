@@ -51,15 +51,40 @@ func (t *fdTable) add(fd FD) int {
 func (t *fdTable) drive(cfg *qemu.Config, chain []disk.Layer, readOnly, boot bool) {
 	d := qemu.Drive{ReadOnly: readOnly, Boot: boot}
 	for i, l := range chain {
-		t.sets++
-		set := qemu.FDSet{ID: t.sets, FDs: []int{t.add(FD{Kind: FDFile, Path: l.Path})}}
-		if i == 0 && !readOnly {
-			set.FDs = append(set.FDs, t.add(FD{Kind: FDFile, Path: l.Path, Write: true}))
-		}
-		cfg.FDSets = append(cfg.FDSets, set)
-		d.Layers = append(d.Layers, qemu.Layer{FDSet: set.ID, Format: l.Format})
+		d.Layers = append(d.Layers, qemu.Layer{FDSet: t.fileSet(cfg, l.Path, i == 0 && !readOnly), Format: l.Format})
 	}
 	cfg.Drives = append(cfg.Drives, d)
+}
+
+// fileSet passes path as an fdset, opened read-only and, when write, also
+// read-write (QEMU probes read-only first), and returns its id.
+func (t *fdTable) fileSet(cfg *qemu.Config, path string, write bool) int {
+	t.sets++
+	set := qemu.FDSet{ID: t.sets, FDs: []int{t.add(FD{Kind: FDFile, Path: path})}}
+	if write {
+		set.FDs = append(set.FDs, t.add(FD{Kind: FDFile, Path: path, Write: true}))
+	}
+	cfg.FDSets = append(cfg.FDSets, set)
+	return set.ID
+}
+
+// ovmfPairs are the OVMF builds Debian's ovmf package ships, preferred
+// first: firmware code and the variable store template that goes with it.
+var ovmfPairs = [][2]string{
+	{"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"},
+	{"/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"},
+}
+
+// findOVMF returns the first OVMF build installed.
+func findOVMF() (code, vars string, err error) {
+	for _, p := range ovmfPairs {
+		if _, err1 := os.Stat(p[0]); err1 == nil {
+			if _, err2 := os.Stat(p[1]); err2 == nil {
+				return p[0], p[1], nil
+			}
+		}
+	}
+	return "", "", invalid("--firmware uefi needs OVMF, which is not installed: apt-get install ovmf")
 }
 
 // plan resolves s against the host. It reads but changes nothing; the
@@ -184,12 +209,27 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		disks = append(disks, PlannedDisk{Source: "--disk", Chain: chain, ReadOnly: d.ReadOnly})
 		fds.drive(&cfg, chain, d.ReadOnly, false)
 	}
+	var uefi *UEFI
+	if s.Firmware == "uefi" {
+		code, tmpl, err := findOVMF()
+		if err != nil {
+			return Plan{}, err
+		}
+		uefi = &UEFI{Code: code, Template: tmpl, Vars: e.Layout.VM(s.Name).UEFIVars()}
+		cfg.Machine = qemu.Q35
+		cfg.Pflash = []int{fds.fileSet(&cfg, code, false), fds.fileSet(&cfg, uefi.Vars, true)}
+	} else if s.Kernel == "" {
+		cfg.SerialFirmware = true
+	}
 	if cloud != nil {
 		// After the data disks, so adding a seed never renames them.
 		fds.drive(&cfg, []disk.Layer{{Path: e.Layout.VM(s.Name).Seed(), Format: disk.Raw}}, true, false)
 	}
 	paths := e.Layout.VM(s.Name)
-	for _, sock := range []string{paths.QMP(), paths.Console(), paths.Passt()} {
+	if s.Display == "vnc" {
+		cfg.VNC = paths.VNC()
+	}
+	for _, sock := range []string{paths.QMP(), paths.Console(), paths.Passt(), paths.VNC()} {
 		if len(sock) > maxSocketPath {
 			return Plan{}, invalid("socket %s is %d bytes, past the %d a unix socket path may have: set XDG_RUNTIME_DIR to a shorter dir, or give a shorter --name", sock, len(sock), maxSocketPath)
 		}
@@ -212,7 +252,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		}
 		cfg.Netdev = netstack.TapNetdev("n0", fds.add(FD{Kind: FDTap}))
 	}
-	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Blanks: blanks, Disks: disks, Passt: passt, RunDir: paths.Run, Accel: choice, cloud: cloud}
+	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Blanks: blanks, Disks: disks, UEFI: uefi, Passt: passt, RunDir: paths.Run, Accel: choice, cloud: cloud}
 	if cloud != nil {
 		plan.Seed = paths.Seed()
 	}

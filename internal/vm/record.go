@@ -33,6 +33,8 @@ type Plan struct {
 	Identity identity.Identity `json:"identity"`
 	// Overlays are the files hutch made for this VM and removes with it.
 	Overlays []Overlay `json:"overlays,omitempty"`
+	// UEFI is the firmware of a --firmware uefi VM; nil for the BIOS.
+	UEFI *UEFI `json:"uefi,omitempty"`
 	// Blanks are the empty disks hutch made for this VM.
 	Blanks []Blank `json:"blanks,omitempty"`
 	// Disks are the resolved chains, as QEMU's argv pins them.
@@ -65,6 +67,14 @@ type Overlay struct {
 	BaseSize   uint64 `json:"baseSize"`
 	// Size is the overlay's own size: the base's, or more (--disk-size).
 	Size uint64 `json:"size"`
+}
+
+// UEFI is OVMF's code and the VM's own copy of its variable store, made
+// from Template at create and kept with the VM (boot entries live there).
+type UEFI struct {
+	Code     string `json:"code"`
+	Template string `json:"template"`
+	Vars     string `json:"vars"`
 }
 
 // Blank is an empty disk hutch makes for the VM (--disk size=).

@@ -51,6 +51,10 @@ type Options struct {
 	DiskSize string
 	// Restart is the restart policy: no, on-failure or always.
 	Restart string
+	// Display is none or vnc.
+	Display string
+	// Firmware is bios or uefi.
+	Firmware string
 }
 
 // Spec is a validated run request.
@@ -78,6 +82,10 @@ type Spec struct {
 	DiskSize uint64 `json:"diskSize,omitempty"`
 	// Restart is what the supervisor does when QEMU ends by itself.
 	Restart string `json:"restart,omitempty"`
+	// Display is "vnc" for a graphical console, empty for none.
+	Display string `json:"display,omitempty"`
+	// Firmware is "uefi" for OVMF, empty for the BIOS.
+	Firmware string `json:"firmware,omitempty"`
 }
 
 // Restart policies, as Podman and Docker name them.
@@ -213,6 +221,20 @@ func ParseSpec(o Options) (Spec, error) {
 			return Spec{}, invalid("--disk-size sizes the root disk of an IMAGE: give the IMAGE, or add a blank disk with --disk size=%s", o.DiskSize)
 		}
 		s.DiskSize = n
+	}
+	switch o.Firmware {
+	case "", "bios":
+	case "uefi":
+		s.Firmware = "uefi"
+	default:
+		return Spec{}, invalid("unknown --firmware %q: use bios or uefi", o.Firmware)
+	}
+	switch o.Display {
+	case "", "none":
+	case "vnc":
+		s.Display = "vnc"
+	default:
+		return Spec{}, invalid("unknown --display %q: use none or vnc", o.Display)
 	}
 	switch o.Restart {
 	case "", RestartNo:

@@ -1,12 +1,18 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hutch-vm/hutch/test/testproc"
 )
 
 // A VM is kept: create makes it without starting it, start boots it from
@@ -163,5 +169,76 @@ func TestStopAtOnce(t *testing.T) {
 	r := u.run("stop", "-t", "4", "a", "b")
 	if took := time.Since(start); r.code != 0 || r.out != "a\nb\n" || took > 7*time.Second {
 		t.Errorf("stop -t 4 a b: %v in %s; want both, in order, in about 4 s", r, took)
+	}
+}
+
+// --display vnc serves the guest's screen on a socket in the VM's private
+// runtime dir; hutch vnc relays it to a 127.0.0.1 port that only the
+// VM's owner may use.
+func TestDisplayVNC(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "hutchtest1")
+	u.ok("run", "-d", "--name", "screen", "--display", "vnc", "--memory", "256M", "--network", "none", guest.DiskImage)
+	sock := filepath.Join(vmRunDir(u, "screen"), "vnc.sock")
+	rfb := func(c net.Conn) string {
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b := make([]byte, 12)
+		n, _ := io.ReadFull(c, b)
+		return string(b[:n])
+	}
+	var c net.Conn
+	if !waitFor(30*time.Second, func() bool { var err error; c, err = net.Dial("unix", sock); return err == nil }) {
+		t.Fatalf("no VNC socket at %s", sock)
+	}
+	if got := rfb(c); got != "RFB 003.008\n" {
+		t.Errorf("VNC socket greets with %q", got)
+	}
+	if fi, err := os.Stat(filepath.Dir(sock)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the socket's dir: %v, %v; want 0700", fi, err)
+	}
+	relay := u.cmd("vnc", "screen")
+	out, _ := relay.StdoutPipe()
+	if err := relay.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { relay.Process.Kill(); relay.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	addr, _, _ := strings.Cut(line, " ")
+	if err != nil || !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Fatalf("hutch vnc printed %q, %v", line, err)
+	}
+	// The owner's viewer gets the display; anyone else's connection is closed.
+	viewer := u.cmd()
+	viewer.Path, viewer.Args = "/bin/sh", []string{"sh", "-c", "timeout 5 socat -u TCP:" + addr + " - | head -c 12"}
+	if got, _ := viewer.Output(); string(got) != "RFB 003.008\n" {
+		t.Errorf("the owner through hutch vnc got %q", got)
+	}
+	if c, err := net.Dial("tcp", addr); err == nil {
+		if got := rfb(c); got != "" {
+			t.Errorf("another user (root here) through hutch vnc got %q", got)
+		}
+	}
+}
+
+// generate systemd writes a unit systemd accepts, that starts and stops
+// the VM with hutch itself.
+func TestGenerateSystemd(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "hutchtest2")
+	u.ok("create", "--name", "unit", "--kernel", guest.Kernel, "--network", "none")
+	unit := u.ok("generate", "systemd", "unit")
+	for _, w := range []string{"ExecStart=\"" + hutchBin + "\" start \"unit\"", "ExecStop=\"" + hutchBin + "\" stop -t 30 \"unit\"", "loginctl enable-linger", "WantedBy=default.target"} {
+		if !strings.Contains(unit, w) {
+			t.Errorf("unit lacks %q:\n%s", w, unit)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "hutch-unit.service")
+	os.WriteFile(path, []byte(unit), 0o644)
+	if out, err := testproc.Command("systemd-analyze", "verify", path).CombinedOutput(); err != nil || len(out) != 0 {
+		t.Errorf("systemd-analyze verify: %v: %s", err, out)
+	}
+	if r := u.run("generate", "systemd", "ghost"); r.code != 1 || !strings.Contains(r.err, "no such vm: ghost") {
+		t.Errorf("generate systemd ghost: %v", r)
 	}
 }
