@@ -69,6 +69,7 @@ func specFlags(f *pflag.FlagSet, o *vm.Options) {
 	f.IntVar(&o.CPUs, "cpus", vm.DefaultCPUs, "number of virtual CPUs")
 	f.StringVar(&o.Memory, "memory", "", "guest memory, e.g. 256M or 2G (default 512M)")
 	f.StringVar(&o.DiskSize, "disk-size", "", "grow the IMAGE's root disk to SIZE, e.g. 20G")
+	f.StringVar(&o.CDROM, "cdrom", "", "attach an ISO as a CD, booted first until the guest first shuts down or reboots")
 	f.StringVar(&o.Firmware, "firmware", "bios", "firmware: bios (SeaBIOS), or uefi (OVMF, with a variable store of the VM's own)")
 	f.StringVar(&o.Display, "display", "none", "graphical console: none, or vnc on a socket only you can reach (see hutch vnc)")
 	f.StringVar(&o.Restart, "restart", "no", "when QEMU ends by itself: no, on-failure or always (never after hutch stop)")

@@ -61,6 +61,9 @@ type Config struct {
 	// SerialFirmware sends the BIOS's screen to the serial console, so a
 	// disk that does not boot says so in the VM's log.
 	SerialFirmware bool `json:"serialFirmware,omitempty"`
+	// NoReboot makes a guest reboot end QEMU (an installer's reboot, so
+	// the boot order can change before the next boot).
+	NoReboot bool `json:"noReboot,omitempty"`
 	// VNC, when set, is the unix socket QEMU serves a VNC display on,
 	// with a VGA card to show; none by default.
 	VNC string `json:"vnc,omitempty"`
@@ -81,6 +84,11 @@ type Drive struct {
 	Layers   []Layer `json:"layers"`
 	ReadOnly bool    `json:"readOnly,omitempty"`
 	Boot     bool    `json:"boot,omitempty"`
+	// CDROM makes the drive a CD on the machine's AHCI controller.
+	CDROM bool `json:"cdrom,omitempty"`
+	// BootOrder, when not 0, is the drive's place in the boot order
+	// (1 first); Boot is BootOrder 1.
+	BootOrder int `json:"bootOrder,omitempty"`
 }
 
 // Layer is one image file of a drive's chain.
@@ -139,6 +147,9 @@ func (c Config) Argv(binary string) []string {
 			dev += ",mac=" + c.MAC
 		}
 		a = append(a, "-netdev", c.Netdev, "-device", dev)
+	}
+	if c.NoReboot {
+		a = append(a, "-no-reboot")
 	}
 	if c.VNC != "" {
 		// A unix socket in the VM's private runtime dir: only its owner
@@ -206,7 +217,13 @@ func (c Config) drive(i int, d Drive) []string {
 		backing = node
 	}
 	dev := c.virtio("blk") + ",drive=" + backing
-	if d.Boot {
+	if d.CDROM {
+		dev = "ide-cd,drive=" + backing + ",bus=ide.0" // a VM has one CD
+	}
+	switch {
+	case d.BootOrder > 0:
+		dev += fmt.Sprintf(",bootindex=%d", d.BootOrder-1)
+	case d.Boot:
 		dev += ",bootindex=0"
 	}
 	return append(a, "-device", dev)

@@ -75,6 +75,15 @@ func Run(l store.Layout, name string, ready *os.File, attach *os.File) error {
 		code, reason, noQMP, signalled = s.watch(cmd, &ready, sigs)
 		stopPasst(s.passt, s.passtExited)
 		s.console.close()
+		// The install phase of a --cdrom VM ends with its first QEMU: an
+		// installer's reboot ends QEMU (-no-reboot), and the next start
+		// boots the disk.
+		store.Update(p, func(r *vm.Record) error {
+			if r.Plan.EndInstall() {
+				s.rec = *r
+			}
+			return nil
+		})
 		if signalled || ready != nil || !s.restartWanted(code) {
 			break
 		}
@@ -160,15 +169,20 @@ func (s *supervisor) watch(cmd *exec.Cmd, ready **os.File, sigs <-chan os.Signal
 	return code, reason, noQMP, signalled
 }
 
+// stopAsked reports whether hutch stop, kill or rm -f ended the VM.
+func (s *supervisor) stopAsked() bool {
+	rec, err := store.Load[vm.Record](s.paths)
+	return err != nil || rec.Status.StopRequested || rec.Status.StopForced || rec.Status.KillRequested
+}
+
 // restartWanted applies the VM's restart policy to how QEMU ended: never
 // after hutch stop, always for "always", on a non-zero end for
 // "on-failure". A guest that reboots stays in the same QEMU and needs none.
 func (s *supervisor) restartWanted(code int) bool {
-	rec, err := store.Load[vm.Record](s.paths)
-	if err != nil || rec.Status.StopRequested || rec.Status.StopForced || rec.Status.KillRequested {
+	if s.stopAsked() {
 		return false
 	}
-	switch rec.Spec.Restart {
+	switch s.rec.Spec.Restart {
 	case vm.RestartAlways:
 		return true
 	case vm.RestartOnFailure:

@@ -209,6 +209,31 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		disks = append(disks, PlannedDisk{Source: "--disk", Chain: chain, ReadOnly: d.ReadOnly})
 		fds.drive(&cfg, chain, d.ReadOnly, false)
 	}
+	install := false
+	if s.CDROM != "" {
+		if s.CDROM, err = readable("--cdrom", s.CDROM, os.O_RDONLY); err != nil {
+			return Plan{}, err
+		}
+		chain, _, err := disk.Resolve(s.CDROM, disk.Raw, rules)
+		if err != nil {
+			return Plan{}, invalid("--cdrom %v", err)
+		}
+		disks = append(disks, PlannedDisk{Source: "--cdrom", Chain: chain, ReadOnly: true})
+		fds.drive(&cfg, chain, true, false)
+		cfg.Drives[len(cfg.Drives)-1].CDROM = true
+		// The install phase: the CD boots first, and a guest reboot ends
+		// QEMU so the next boot is from the disk (see EndInstall).
+		install = true
+		cfg.NoReboot = true
+		for i := range cfg.Drives {
+			switch {
+			case cfg.Drives[i].CDROM:
+				cfg.Drives[i].BootOrder = 1
+			case cfg.Drives[i].Boot:
+				cfg.Drives[i].Boot, cfg.Drives[i].BootOrder = false, 2
+			}
+		}
+	}
 	var uefi *UEFI
 	if s.Firmware == "uefi" {
 		code, tmpl, err := findOVMF()
@@ -252,7 +277,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		}
 		cfg.Netdev = netstack.TapNetdev("n0", fds.add(FD{Kind: FDTap}))
 	}
-	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Blanks: blanks, Disks: disks, UEFI: uefi, Passt: passt, RunDir: paths.Run, Accel: choice, cloud: cloud}
+	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Blanks: blanks, Disks: disks, UEFI: uefi, Install: install, Passt: passt, RunDir: paths.Run, Accel: choice, cloud: cloud}
 	if cloud != nil {
 		plan.Seed = paths.Seed()
 	}

@@ -33,6 +33,9 @@ type Plan struct {
 	Identity identity.Identity `json:"identity"`
 	// Overlays are the files hutch made for this VM and removes with it.
 	Overlays []Overlay `json:"overlays,omitempty"`
+	// Install is set while a --cdrom VM has not yet shut down or
+	// rebooted: the CD boots first and a reboot ends QEMU.
+	Install bool `json:"install,omitempty"`
 	// UEFI is the firmware of a --firmware uefi VM; nil for the BIOS.
 	UEFI *UEFI `json:"uefi,omitempty"`
 	// Blanks are the empty disks hutch made for this VM.
@@ -217,6 +220,25 @@ func (r Record) paths(l store.Layout) store.Paths {
 		p.Run = r.Plan.RunDir
 	}
 	return p
+}
+
+// EndInstall moves a --cdrom VM past its install phase: the disk boots
+// before the CD, and a guest reboot is a reboot again. It reports
+// whether there was a phase to end.
+func (p *Plan) EndInstall() bool {
+	if !p.Install {
+		return false
+	}
+	p.Install, p.VMM.NoReboot = false, false
+	for i := range p.VMM.Drives {
+		switch d := &p.VMM.Drives[i]; {
+		case d.CDROM:
+			d.BootOrder = 2
+		case d.BootOrder == 2:
+			d.BootOrder = 1
+		}
+	}
+	return true
 }
 
 // live is the record's status checked against the process table.

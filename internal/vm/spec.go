@@ -55,6 +55,9 @@ type Options struct {
 	Display string
 	// Firmware is bios or uefi.
 	Firmware string
+	// CDROM is an ISO attached as a CD, booted first until the guest
+	// first shuts down or reboots.
+	CDROM string
 }
 
 // Spec is a validated run request.
@@ -86,6 +89,8 @@ type Spec struct {
 	Display string `json:"display,omitempty"`
 	// Firmware is "uefi" for OVMF, empty for the BIOS.
 	Firmware string `json:"firmware,omitempty"`
+	// CDROM is the absolute path of the ISO attached as a CD.
+	CDROM string `json:"cdrom,omitempty"`
 }
 
 // Restart policies, as Podman and Docker name them.
@@ -206,7 +211,7 @@ func ValidName(name string) error {
 // host; files and tools are checked when the plan is made.
 func ParseSpec(o Options) (Spec, error) {
 	s := Spec{Name: o.Name, CPUs: o.CPUs, Kernel: o.Kernel, Initrd: o.Initrd, Append: o.Append,
-		Image: o.Image, Network: o.Network, Remove: o.Remove, Ports: []netstack.Forward{}, CloudInit: o.CloudInit}
+		Image: o.Image, Network: o.Network, Remove: o.Remove, Ports: []netstack.Forward{}, CloudInit: o.CloudInit, CDROM: o.CDROM}
 	if s.Name != "" {
 		if err := ValidName(s.Name); err != nil {
 			return Spec{}, err

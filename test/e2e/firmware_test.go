@@ -63,3 +63,55 @@ func TestFirmwareUEFI(t *testing.T) {
 		t.Errorf("the BIOS vm's log does not say it found nothing to boot:\n%s", tail(u.run("logs", "bios").out, 2000))
 	}
 }
+
+// installerISO builds, from Debian's isolinux and syslinux-common, a CD
+// that boots the test guest with hutch.cd=1 on its command line and then
+// powers off, as an installer ends.
+func installerISO(t *testing.T) string {
+	t.Helper()
+	dir := openDir(t)
+	root := filepath.Join(dir, "iso")
+	os.MkdirAll(filepath.Join(root, "isolinux"), 0o755)
+	os.WriteFile(filepath.Join(root, "isolinux", "isolinux.cfg"), []byte("DEFAULT cd\nLABEL cd\n  KERNEL /vmlinuz\n  APPEND initrd=/initrd.gz console=ttyS0 hutch.cd=1 hutch.poweroff=1\n"), 0o644)
+	iso := filepath.Join(dir, "installer.iso")
+	for _, c := range [][]string{
+		{"cp", "/usr/lib/ISOLINUX/isolinux.bin", "/usr/lib/syslinux/modules/bios/ldlinux.c32", filepath.Join(root, "isolinux")},
+		{"cp", guest.Kernel, filepath.Join(root, "vmlinuz")},
+		{"cp", guest.Initrd, filepath.Join(root, "initrd.gz")},
+		{"xorriso", "-as", "mkisofs", "-quiet", "-o", iso, "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
+			"-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", root},
+	} {
+		if out, err := testproc.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s (install the packages of make deps)", c, err, out)
+		}
+	}
+	os.Chmod(iso, 0o644)
+	return iso
+}
+
+// --cdrom boots the CD first; once the guest has shut down, the VM
+// boots its disk, with the CD still attached.
+func TestCDROMInstall(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "hutchtest1")
+	iso := installerISO(t)
+	u.ok("run", "-d", "--name", "inst", "--cdrom", iso, "--memory", "256M", "--network", "none", guest.DiskImage)
+	if !waitFor(3*time.Minute, func() bool { return u.inspect("inst").State == "stopped" }) {
+		t.Fatalf("the installer never ended; log:\n%s", tail(u.run("logs", "inst").out, 2000))
+	}
+	if log := u.run("logs", "inst").out; !strings.Contains(log, "hutch.cd=1") || !strings.Contains(log, guest.Marker) {
+		t.Fatalf("the first boot was not the CD's; log:\n%s", tail(log, 2000))
+	}
+	v := u.inspect("inst")
+	if len(v.Disks) != 2 || v.Disks[1].Source != "--cdrom" {
+		t.Errorf("inspect disks = %+v, want the image and the CD", v.Disks)
+	}
+	u.ok("start", "inst")
+	if !waitFor(3*time.Minute, func() bool { return strings.Count(u.run("logs", "inst").out, guest.Marker) == 2 }) {
+		t.Fatalf("the second boot never came up; log:\n%s", tail(u.run("logs", "inst").out, 2000))
+	}
+	log := u.run("logs", "inst").out
+	if n := strings.Count(log, "Booting from DVD/CD"); n != 1 || !strings.Contains(log, "Booting from Hard Disk") {
+		t.Errorf("after the install the VM booted from the CD %d times in all, want once and then the disk:\n%s", n, tail(log, 2000))
+	}
+}

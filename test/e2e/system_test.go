@@ -354,7 +354,12 @@ func TestSystemFaultRunKilled(t *testing.T) {
 			return v.State != "created"
 		})
 		if v.State == "running" {
-			if st := procStatus(v.Pid); st == nil || strings.Fields(st["Uid"])[0] != strconv.Itoa(v.UID) {
+			// The pid is the launch stage until it execs QEMU as the lease.
+			var st map[string]string
+			if !waitFor(10*time.Second, func() bool {
+				st = procStatus(v.Pid)
+				return st != nil && strings.Fields(st["Uid"])[0] == strconv.Itoa(v.UID)
+			}) {
 				t.Errorf("trial %d: %s says running, VMM %d status %v", i, n, v.Pid, st)
 			}
 		}
