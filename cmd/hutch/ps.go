@@ -45,6 +45,9 @@ func psCmd() *cobra.Command {
 				if v.NetworkError != "" {
 					state += " (no network)"
 				}
+				if v.Warning != "" {
+					state += " (silent console)"
+				}
 				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d\t%dM\t%s\t%s\n", v.Name, state, v.Pid, v.Accel, v.CPUs,
 					v.MemoryMiB, portList(v), v.Created.Local().Format(time.DateTime))
 			}

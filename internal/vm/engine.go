@@ -389,7 +389,7 @@ func (e *Engine) Inspect(name string) (View, error) {
 	if err != nil {
 		return View{}, err
 	}
-	return rec.view(), nil
+	return e.viewOf(rec), nil
 }
 
 // List returns the VMs, running ones only unless all, sorted by name. It
@@ -413,7 +413,7 @@ func (e *Engine) List(all bool) ([]View, error) {
 			views = append(views, brokenView(n, err))
 			continue
 		}
-		v := rec.view()
+		v := e.viewOf(rec)
 		if all || v.State == StateRunning {
 			views = append(views, v)
 		}
@@ -621,6 +621,23 @@ func (e *Engine) usersOf(path, except string) []string {
 		}
 	}
 	return users
+}
+
+// silentAfter is how long a running VM's serial console may stay empty
+// before inspect and ps say so.
+const silentAfter = time.Minute
+
+// viewOf is rec's view, with a warning when a running guest has written
+// nothing to its console for a while: it may boot without a serial
+// console, or the firmware may be stuck with nothing to boot.
+func (e *Engine) viewOf(rec Record) View {
+	v := rec.view()
+	if v.State == StateRunning && v.Started != nil && time.Since(*v.Started) > silentAfter {
+		if fi, err := os.Stat(e.Layout.VM(rec.Name).ConsoleLog()); err != nil || fi.Size() == 0 {
+			v.Warning = fmt.Sprintf("the serial console has been silent for over %s: the guest may use another console (try --display vnc) or have nothing to boot", silentAfter)
+		}
+	}
+	return v
 }
 
 // brokenView is what ps shows of a VM whose record cannot be read.

@@ -168,6 +168,8 @@ type View struct {
 	Finished *time.Time `json:"finished,omitempty"`
 	ExitCode *int       `json:"exitCode,omitempty"`
 	Reason   string     `json:"reason,omitempty"`
+	// Warning is something about the VM a user should look at.
+	Warning string `json:"warning,omitempty"`
 	// Restart is the restart policy and Restarts how often it acted.
 	Restart  string   `json:"restart,omitempty"`
 	Restarts int      `json:"restarts,omitempty"`

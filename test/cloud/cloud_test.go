@@ -129,6 +129,7 @@ func TestDebianCloudGuest(t *testing.T) {
 	}
 
 	// A stopped VM: clear errors, exit 2.
+	u.must("ssh", "deb", "--", "sh", "-c", "'echo kept > kept.txt; sync'")
 	u.must("stop", "-t", "60", "deb")
 	for _, args := range [][]string{{"ssh", "deb", "--", "true"}, {"cp", up, "deb:/tmp/x"}} {
 		r := u.run(args...)
@@ -136,10 +137,51 @@ func TestDebianCloudGuest(t *testing.T) {
 			t.Errorf("hutch %s on a stopped vm: %s", strings.Join(args, " "), r)
 		}
 	}
+
+	// The VM is kept: started again, with more memory set while it was
+	// stopped, it has the file and takes the same login.
+	u.must("set", "deb", "--memory", "1536M")
+	u.must("snapshot", "create", "deb", "before")
+	u.must("start", "deb")
+	u.waitLogin("deb")
+	if got := strings.TrimSpace(u.must("ssh", "deb", "--", "cat", "kept.txt")); got != "kept" {
+		t.Errorf("after stop and start the file holds %q", got)
+	}
+	if mem := u.must("ssh", "deb", "--", "grep", "MemTotal", "/proc/meminfo"); !memAtLeast(mem, 1300<<10) {
+		t.Errorf("after set --memory 1536M: %q", mem)
+	}
+	// A snapshot taken before a change brings the old disk back.
+	u.must("ssh", "deb", "--", "sh", "-c", "'rm kept.txt; sync'")
+	u.must("stop", "-t", "60", "deb")
+	u.must("snapshot", "restore", "deb", "before")
+	// A VM whose supervisor was killed can be started again.
+	u.must("start", "deb")
+	var v struct {
+		SupervisorPid int `json:"supervisorPid"`
+	}
+	json.Unmarshal([]byte(u.must("inspect", "deb")), &v)
+	syscall.Kill(v.SupervisorPid, syscall.SIGKILL)
+	time.Sleep(2 * time.Second)
+	u.must("start", "deb")
+	u.waitLogin("deb")
+	if got := strings.TrimSpace(u.must("ssh", "deb", "--", "cat", "kept.txt")); got != "kept" {
+		t.Errorf("after snapshot restore the file holds %q", got)
+	}
+	u.must("stop", "-t", "60", "deb")
 	u.must("rm", "deb")
 	if _, err := os.Stat(u.path("data/hutch/images/debian12.qcow2")); err != nil {
 		t.Errorf("rm took the cached image with it: %v", err)
 	}
+}
+
+// memAtLeast reads a /proc/meminfo MemTotal line.
+func memAtLeast(line string, kib int) bool {
+	f := strings.Fields(line)
+	if len(f) < 2 {
+		return false
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n >= kib
 }
 
 // TestSSHOnly: the plain case, --ssh and nothing else of cloud-init's,

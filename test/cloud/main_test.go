@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hutch-vm/hutch/test/testproc"
 )
@@ -212,4 +213,21 @@ func (u *vmUser) writeFile(name, data string, mode os.FileMode) string {
 		u.t.Fatal(err)
 	}
 	return p
+}
+
+// waitLogin waits until hutch ssh logs in to name, as run --wait does for
+// a new VM: after start, the guest boots again before its sshd answers.
+func (u *vmUser) waitLogin(name string) {
+	u.t.Helper()
+	deadline := time.Now().Add(15 * time.Minute)
+	for {
+		r := u.run("ssh", name, "--", "true")
+		if r.code == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			u.t.Fatalf("no ssh login to %s after start: %s", name, r)
+		}
+		time.Sleep(3 * time.Second)
+	}
 }

@@ -115,3 +115,20 @@ func TestCDROMInstall(t *testing.T) {
 		t.Errorf("after the install the VM booted from the CD %d times in all, want once and then the disk:\n%s", n, tail(log, 2000))
 	}
 }
+
+// A guest that writes nothing to its serial console is flagged once it
+// has been silent for a minute, in inspect and in ps.
+func TestSilentConsoleWarns(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "hutchtest1")
+	// A kernel boot whose console is not the serial port: QEMU and the
+	// guest run, and nothing reaches the log.
+	u.ok("run", "-d", "--name", "quiet", "--memory", "256M", "--network", "none", "--kernel", guest.Kernel,
+		"--initrd", guest.Initrd, "--append", "console=tty0 quiet loglevel=0")
+	if !waitFor(3*time.Minute, func() bool { return strings.Contains(u.inspect("quiet").Warning, "serial console has been silent") }) {
+		t.Fatalf("no warning for a silent console: %+v; log %q", u.inspect("quiet"), tail(u.run("logs", "quiet").out, 300))
+	}
+	if out := u.ok("ps"); !strings.Contains(out, "(silent console)") {
+		t.Errorf("ps does not flag the silent console:\n%s", out)
+	}
+}

@@ -127,6 +127,7 @@ type view struct {
 	Accel         string `json:"accel"`
 	AccelReason   string `json:"accelReason"`
 	Restart       string `json:"restart"`
+	Warning       string `json:"warning"`
 	Restarts      int    `json:"restarts"`
 	Disks         []struct {
 		Source string `json:"source"`
