@@ -30,6 +30,13 @@ trap 'rm -rf "$tmp"' EXIT
 "$GO" build -o "$tmp/boot" ./bench/boot
 "$tmp/boot" -guest "$tmp/guest.json" -hutch bin/hutch -user "$user" -out docs/benchmarks.md "$@"
 
+# Kept VMs: start of a stopped VM against run of a new one, and create +
+# start of a UEFI VM against a BIOS one. LIFECYCLE_ARGS, e.g. "-runs 7",
+# tunes it; LIFECYCLE_ARGS=skip leaves it out.
+if [[ ${LIFECYCLE_ARGS:-} != skip ]]; then
+	"$GO" run ./bench/lifecycle -guest "$(cat "$tmp/guest.json")" -hutch bin/hutch -user "$user" -out docs/benchmarks.md ${LIFECYCLE_ARGS:-}
+fi
+
 # The network benchmark prints its table; docs/benchmarks.md holds the last
 # one with its method. NET_ARGS, e.g. "-runs 3 -size 128", tunes it;
 # NET_ARGS=skip leaves it out.

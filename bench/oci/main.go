@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hutch-vm/hutch/bench/section"
 	"github.com/hutch-vm/hutch/internal/accel"
 	"github.com/hutch-vm/hutch/internal/guest"
 	"github.com/hutch-vm/hutch/internal/oci"
@@ -121,7 +122,7 @@ func run(runs int, userName, rt, runc, out string) error {
 	if out == "" {
 		return nil
 	}
-	return writeSection(out, md)
+	return section.Write(out, beginMark, endMark, md)
 }
 
 func timeIt(c *exec.Cmd) (time.Duration, error) {
@@ -207,24 +208,4 @@ func firstLine(c *exec.Cmd) string {
 	b, _ := c.Output()
 	line, _, _ := strings.Cut(string(b), "\n")
 	return strings.TrimSpace(line)
-}
-
-// writeSection puts md between the markers in path, or appends it.
-func writeSection(path, md string) error {
-	old, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	s := string(old)
-	i, j := strings.Index(s, beginMark), strings.Index(s, endMark)
-	if i >= 0 && j > i {
-		s = s[:i] + strings.TrimSuffix(md, "\n") + s[j+len(endMark):]
-	} else {
-		s = strings.TrimRight(s, "\n") + "\n\n" + md
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

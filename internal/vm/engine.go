@@ -60,15 +60,10 @@ const portsLockTimeout = readyTimeout + 30*time.Second
 // console, when not nil, is handed to the supervisor as the first console
 // client, so an attached run sees the guest from its first byte.
 func (e *Engine) Run(s Spec, console *os.File) (string, error) {
-	generated := s.Name == ""
-	if generated {
-		s.Name = newName()
-	}
-	plan, err := e.plan(&s)
+	plan, generated, err := e.planNew(&s)
 	if err != nil {
 		return "", err
 	}
-	e.warnSize(s)
 	// Held from the check until QEMU has bound the ports, so two runs
 	// cannot both see a port free.
 	lk, err := store.AcquireWithin(e.Layout.PortsLock(), portsLockTimeout)
@@ -135,18 +130,27 @@ func hostMemoryMiB() int {
 	return 0
 }
 
-// Create makes a VM, its record and its disks, without starting it;
-// Start boots it from that record.
-func (e *Engine) Create(s Spec) (string, error) {
-	generated := s.Name == ""
+// planNew names a new VM if it has no name (generated then says so),
+// plans it, and warns about a size past the host's.
+func (e *Engine) planNew(s *Spec) (plan Plan, generated bool, err error) {
+	generated = s.Name == ""
 	if generated {
 		s.Name = newName()
 	}
-	plan, err := e.plan(&s)
+	if plan, err = e.plan(s); err != nil {
+		return Plan{}, generated, err
+	}
+	e.warnSize(*s)
+	return plan, generated, nil
+}
+
+// Create makes a VM, its record and its disks, without starting it;
+// Start boots it from that record.
+func (e *Engine) Create(s Spec) (string, error) {
+	plan, generated, err := e.planNew(&s)
 	if err != nil {
 		return "", err
 	}
-	e.warnSize(s)
 	if err := e.create(&s, &plan, generated, true); err != nil {
 		return "", err
 	}

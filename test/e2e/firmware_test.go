@@ -7,36 +7,25 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hutch-vm/hutch/test/testproc"
+	"github.com/hutch-vm/hutch/test/testguest"
 )
 
-// uefiOnlyImage builds, from Debian's grub-efi-amd64-bin and the test
-// guest, a disk that only UEFI can boot: a FAT filesystem with no boot
-// sector code, holding EFI/BOOT/BOOTX64.EFI (a standalone GRUB) that
-// boots the test guest's kernel and initramfs.
 func uefiOnlyImage(t *testing.T) string {
 	t.Helper()
-	dir := openDir(t)
-	cfg := filepath.Join(dir, "grub.cfg")
-	os.WriteFile(cfg, []byte("set timeout=0\nserial --unit=0 --speed=115200\nterminal_output serial\n"+
-		"search --no-floppy --file /vmlinuz --set=root\nlinux /vmlinuz console=ttyS0\ninitrd /initrd.gz\nboot\n"), 0o644)
-	efi := filepath.Join(dir, "BOOTX64.EFI")
-	img := filepath.Join(dir, "uefi.img")
-	for _, c := range [][]string{
-		{"grub-mkstandalone", "-O", "x86_64-efi", "-o", efi, "boot/grub/grub.cfg=" + cfg},
-		{"truncate", "-s", "96M", img},
-		{"mkfs.vfat", "-F", "32", img},
-		{"mmd", "-i", img, "::/EFI", "::/EFI/BOOT"},
-		{"mcopy", "-i", img, efi, "::/EFI/BOOT/BOOTX64.EFI"},
-		{"mcopy", "-i", img, guest.Kernel, "::/vmlinuz"},
-		{"mcopy", "-i", img, guest.Initrd, "::/initrd.gz"},
-	} {
-		if out, err := testproc.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v: %s (install the packages of make deps)", c, err, out)
-		}
+	img, err := testguest.UEFIOnlyImage(openDir(t), guest)
+	if err != nil {
+		t.Fatal(err)
 	}
-	os.Chmod(img, 0o644)
 	return img
+}
+
+func installerISO(t *testing.T) string {
+	t.Helper()
+	iso, err := testguest.InstallerISO(openDir(t), guest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return iso
 }
 
 // --firmware uefi boots a UEFI-only disk with OVMF and a variable store
@@ -62,31 +51,6 @@ func TestFirmwareUEFI(t *testing.T) {
 	}) {
 		t.Errorf("the BIOS vm's log does not say it found nothing to boot:\n%s", tail(u.run("logs", "bios").out, 2000))
 	}
-}
-
-// installerISO builds, from Debian's isolinux and syslinux-common, a CD
-// that boots the test guest with hutch.cd=1 on its command line and then
-// powers off, as an installer ends.
-func installerISO(t *testing.T) string {
-	t.Helper()
-	dir := openDir(t)
-	root := filepath.Join(dir, "iso")
-	os.MkdirAll(filepath.Join(root, "isolinux"), 0o755)
-	os.WriteFile(filepath.Join(root, "isolinux", "isolinux.cfg"), []byte("DEFAULT cd\nLABEL cd\n  KERNEL /vmlinuz\n  APPEND initrd=/initrd.gz console=ttyS0 hutch.cd=1 hutch.poweroff=1\n"), 0o644)
-	iso := filepath.Join(dir, "installer.iso")
-	for _, c := range [][]string{
-		{"cp", "/usr/lib/ISOLINUX/isolinux.bin", "/usr/lib/syslinux/modules/bios/ldlinux.c32", filepath.Join(root, "isolinux")},
-		{"cp", guest.Kernel, filepath.Join(root, "vmlinuz")},
-		{"cp", guest.Initrd, filepath.Join(root, "initrd.gz")},
-		{"xorriso", "-as", "mkisofs", "-quiet", "-o", iso, "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
-			"-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", root},
-	} {
-		if out, err := testproc.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v: %s (install the packages of make deps)", c, err, out)
-		}
-	}
-	os.Chmod(iso, 0o644)
-	return iso
 }
 
 // --cdrom boots the CD first; once the guest has shut down, the VM

@@ -257,6 +257,24 @@ func TestSystemModeRootOnlyImage(t *testing.T) {
 	}
 }
 
+// psLoop runs hutch ps -a as u, over and over, until the returned
+// function is called; ps tidies up after dead VMs as it lists.
+func psLoop(u *tUser) (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				u.cmd("ps", "-a").Run()
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
 // hutch ps tidies up after dead VMs, cgroups included; a VM being started
 // is not dead, though its supervisor has not recorded itself yet. Starts
 // with ps running in a loop beside them all succeed.
@@ -264,19 +282,7 @@ func TestSystemStartsWhilePs(t *testing.T) {
 	r := rootUser(t)
 	b := make([]byte, 3)
 	rand.Read(b)
-	stop := make(chan struct{})
-	loopDone := make(chan struct{})
-	go func() {
-		defer close(loopDone)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				r.cmd("ps", "-a").Run()
-			}
-		}
-	}()
+	stopPs := psLoop(r)
 	var names []string
 	t.Cleanup(func() {
 		for _, n := range names {
@@ -297,8 +303,7 @@ func TestSystemStartsWhilePs(t *testing.T) {
 			break
 		}
 	}
-	close(stop)
-	<-loopDone
+	stopPs()
 }
 
 // kill -9 of root's `run -d` at random points of a system VM's start,
@@ -310,20 +315,7 @@ func TestSystemFaultRunKilled(t *testing.T) {
 	r := rootUser(t)
 	b := make([]byte, 3)
 	rand.Read(b)
-	stop := make(chan struct{})
-	loopDone := make(chan struct{})
-	go func() {
-		defer close(loopDone)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				r.cmd("ps", "-a").Run()
-			}
-		}
-	}()
-	defer func() { close(stop); <-loopDone }()
+	defer psLoop(r)()
 	lease := config.Defaults().Leases
 	leasedProcs := func() []int {
 		return testproc.Targets{FirstUID: int(lease.First), CountUID: int(lease.Count)}.Match()
