@@ -7,7 +7,7 @@ GO ?= go
 DEMO_USER ?= hutchdemo
 CACHE ?= /var/tmp/hutch-test-cache
 PACKAGES := qemu-system-x86 qemu-utils passt busybox-static linux-image-cloud-amd64 \
-	syslinux syslinux-common mtools dosfstools socat curl procps iproute2 uidmap ovmf grub-efi-amd64-bin grub-common isolinux xorriso \
+	syslinux syslinux-common mtools dosfstools socat curl procps iproute2 uidmap ovmf grub-efi-amd64-bin grub-common isolinux xorriso vncsnapshot \
 	openssh-client debootstrap e2fsprogs \
 	podman containerd slirp4netns runc util-linux docker.io systemd
 

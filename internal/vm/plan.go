@@ -243,7 +243,8 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		uefi = &UEFI{Code: code, Template: tmpl, Vars: e.Layout.VM(s.Name).UEFIVars()}
 		cfg.Machine = qemu.Q35
 		cfg.Pflash = []int{fds.fileSet(&cfg, code, false), fds.fileSet(&cfg, uefi.Vars, true)}
-	} else if s.Kernel == "" {
+	} else if s.Kernel == "" && s.Display != "vnc" {
+		// With no screen, the BIOS's screen goes to the serial log.
 		cfg.SerialFirmware = true
 	}
 	if cloud != nil {

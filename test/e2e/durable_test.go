@@ -219,6 +219,31 @@ func TestDisplayVNC(t *testing.T) {
 			t.Errorf("another user (root here) through hutch vnc got %q", got)
 		}
 	}
+
+	// A real VNC client's picture of the screen, kept as an artifact.
+	shotDir := openDir(t)
+	shot := filepath.Join(shotDir, "screen.jpg")
+	os.Chown(shotDir, u.uid, u.gid)
+	_, port, _ := strings.Cut(addr, ":")
+	snap := u.cmd()
+	snap.Path, snap.Args = "/usr/bin/timeout", []string{"timeout", "60", "vncsnapshot", "-quiet", "127.0.0.1::" + port, shot}
+	if out, err := snap.CombinedOutput(); err != nil {
+		t.Fatalf("vncsnapshot through hutch vnc: %v: %s", err, out)
+	}
+	b, err := os.ReadFile(shot)
+	if err != nil || len(b) < 2048 || b[0] != 0xff || b[1] != 0xd8 {
+		t.Fatalf("the screenshot is not a picture: %d bytes, %v", len(b), err)
+	}
+	artifacts := os.Getenv("HUTCH_TEST_ARTIFACTS")
+	if artifacts == "" {
+		artifacts = "/var/tmp/hutch-test-artifacts"
+	}
+	os.MkdirAll(artifacts, 0o755)
+	keep := filepath.Join(artifacts, "vnc-screen.jpg")
+	if err := os.WriteFile(keep, b, 0o644); err != nil {
+		t.Errorf("keep the screenshot: %v", err)
+	}
+	t.Logf("screenshot of the guest's screen through hutch vnc: %s (%d bytes)", keep, len(b))
 }
 
 // generate systemd writes a unit systemd accepts, that starts and stops
