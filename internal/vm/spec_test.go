@@ -72,3 +72,33 @@ func TestParseSpec(t *testing.T) {
 		}
 	}
 }
+
+func TestParseDisk(t *testing.T) {
+	for _, c := range []struct {
+		arg  string
+		want Disk
+		err  string
+	}{
+		{arg: "a.img", want: Disk{Path: "a.img"}},
+		{arg: "a.img,rw", want: Disk{Path: "a.img"}},
+		{arg: "a.img,ro", want: Disk{Path: "a.img", ReadOnly: true}},
+		{arg: "a.img,format=qcow2,ro", want: Disk{Path: "a.img", ReadOnly: true, Format: "qcow2"}},
+		{arg: "size=2G", want: Disk{Size: 2 << 30, Format: "qcow2"}},
+		{arg: "size=512M,format=raw", want: Disk{Size: 512 << 20, Format: "raw"}},
+		{arg: "size=2G,ro", err: "a blank disk is for writing"},
+		{arg: "a.img,format=vmdk", err: "format=vmdk: use format=raw or format=qcow2"},
+		{arg: "a.img,cache=none", err: `unknown option "cache=none"`},
+		{arg: "size=0", err: "at least 1M"},
+	} {
+		got, err := parseDisk(c.arg)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("parseDisk(%q) = %+v, %v; want %q", c.arg, got, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("parseDisk(%q) = %+v, %v; want %+v", c.arg, got, err, c.want)
+		}
+	}
+}

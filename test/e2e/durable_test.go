@@ -267,3 +267,21 @@ func TestGenerateSystemd(t *testing.T) {
 		t.Errorf("generate systemd ghost: %v", r)
 	}
 }
+
+// run --help names every network backend; --wait that gives up says the
+// VM it made keeps running, and how to remove it.
+func TestRunHelpAndWaitTimeout(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "hutchtest2")
+	if out := u.ok("run", "--help"); !strings.Contains(out, "slirp, passt, none or bridge=BR") {
+		t.Errorf("run --help does not list the networks:\n%s", out)
+	}
+	// The test disk has no ssh server: the wait can only time out.
+	r := u.run("run", "--name", "nossh", "--memory", "256M", "--ssh", "--wait", "--wait-timeout", "5s", guest.DiskImage)
+	if r.code != 1 || !strings.Contains(r.err, "no ssh login within 5s") || !strings.Contains(r.err, "vm nossh keeps running (hutch rm -f nossh removes it)") {
+		t.Errorf("run --wait timing out: %v", r)
+	}
+	if v := u.inspect("nossh"); v.State != "running" {
+		t.Errorf("after the wait gave up: %+v", v)
+	}
+}
