@@ -204,3 +204,34 @@ func SlirpNetdev(id string, fwds []Forward) string {
 	}
 	return b.String()
 }
+
+// SlirpGuestIP is the address QEMU's slirp leases to the one guest on its
+// network (its default dhcpstart).
+const SlirpGuestIP = "10.0.2.15"
+
+// PasstGuestIP is the address passt gives its guest: a copy of the host's
+// own IPv4 address on the interface of its default route; "" if the host
+// has none.
+func PasstGuestIP() string {
+	b, err := os.ReadFile("/proc/net/route")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[1] != "00000000" {
+			continue
+		}
+		ifc, err := net.InterfaceByName(f[0])
+		if err != nil {
+			return ""
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+				return n.IP.String()
+			}
+		}
+	}
+	return ""
+}

@@ -168,6 +168,9 @@ type View struct {
 	Finished *time.Time `json:"finished,omitempty"`
 	ExitCode *int       `json:"exitCode,omitempty"`
 	Reason   string     `json:"reason,omitempty"`
+	// GuestIP is the guest's address on its user-mode network (what its
+	// DHCP client is given); empty on a bridge or with no network.
+	GuestIP string `json:"guestIP,omitempty"`
 	// Warning is something about the VM a user should look at.
 	Warning string `json:"warning,omitempty"`
 	// Restart is the restart policy and Restarts how often it acted.
@@ -273,6 +276,12 @@ func (r Record) view() View {
 		Network: r.Spec.Network, Bridge: r.Spec.Bridge, Ports: r.Spec.Ports, Image: r.Spec.Image, Kernel: r.Spec.Kernel,
 		SSH: r.Spec.SSH, Created: r.Created, Reason: s.Reason, Command: r.Plan.VMM.Argv(r.Plan.QEMU), Descriptors: r.Plan.FDs,
 		Disks: r.Plan.Disks, Restart: r.Spec.Restart, Restarts: s.Restarts,
+	}
+	switch r.Spec.Network {
+	case NetSlirp:
+		v.GuestIP = netstack.SlirpGuestIP
+	case NetPasst:
+		v.GuestIP = netstack.PasstGuestIP()
 	}
 	if v.Disks == nil {
 		v.Disks = []PlannedDisk{}

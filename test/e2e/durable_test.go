@@ -285,3 +285,29 @@ func TestRunHelpAndWaitTimeout(t *testing.T) {
 		t.Errorf("after the wait gave up: %+v", v)
 	}
 }
+
+// inspect's guestIP is the address the guest's DHCP client was given, on
+// slirp and on passt alike.
+func TestGuestIP(t *testing.T) {
+	t.Parallel()
+	u := newUser(t, "hutchtest1")
+	for _, network := range []string{"slirp", "passt"} {
+		name := "ip-" + network
+		u.runGuest(name, "--network", network)
+		var got string
+		if !waitFor(2*time.Minute, func() bool {
+			for _, line := range strings.Split(u.run("logs", name).out, "\n") {
+				if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "hutch-guest: eth0 "); ok {
+					got, _, _ = strings.Cut(rest, "/")
+					return true
+				}
+			}
+			return false
+		}) {
+			t.Fatalf("%s: the guest never reported its address:\n%s", network, tail(u.run("logs", name).out, 1000))
+		}
+		if v := u.inspect(name); v.GuestIP != got || got == "" {
+			t.Errorf("%s: inspect guestIP %q, the guest has %q", network, v.GuestIP, got)
+		}
+	}
+}

@@ -128,6 +128,7 @@ type view struct {
 	AccelReason   string `json:"accelReason"`
 	Restart       string `json:"restart"`
 	Warning       string `json:"warning"`
+	GuestIP       string `json:"guestIP"`
 	Restarts      int    `json:"restarts"`
 	Disks         []struct {
 		Source string `json:"source"`
