@@ -265,14 +265,16 @@ func listCmd(g *globals) *cobra.Command {
 
 func shimCmd(g *globals) *cobra.Command {
 	var consoleSocket string
+	var hostRoot bool
 	c := &cobra.Command{Use: oci.ShimCommand + " ID", Hidden: true, Args: cobra.ExactArgs(1),
 		PersistentPreRunE: func(*cobra.Command, []string) error { return nil },
 		RunE: func(_ *cobra.Command, args []string) error {
 			ready := os.NewFile(3, "ready")
-			os.Exit(oci.RunShim(g.root, args[0], consoleSocket, ready))
+			os.Exit(oci.RunShim(g.root, args[0], consoleSocket, hostRoot, ready))
 			return nil
 		}}
 	c.Flags().StringVar(&consoleSocket, "console-socket", "", "")
+	c.Flags().BoolVar(&hostRoot, "host-root", false, "")
 	return c
 }
 

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/hutch-vm/hutch/internal/virtiofs"
 	"io"
 	"log/slog"
 	"os"
@@ -41,6 +42,10 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == launch.StageCommand && len(os.Args) == 3 {
 		err := launch.Stage(os.Args[2])
 		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if len(os.Args) == 3 && os.Args[1] == virtiofs.StageCommand {
+		fmt.Fprintln(os.Stderr, virtiofs.Stage(os.Args[2]))
 		os.Exit(1)
 	}
 	g := &globals{}

@@ -4,6 +4,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/hutch-vm/hutch/internal/virtiofs"
 	"log/slog"
 	"os"
 
@@ -32,6 +33,11 @@ func (e exitError) Error() string { return fmt.Sprintf("vm exited with code %d",
 func main() {
 	if guest.IsInit() {
 		guest.RunInit() // the micro VM's init, inside the guest
+	}
+	if len(os.Args) == 3 && os.Args[1] == virtiofs.StageCommand {
+		// A VM's file server, already in its own namespaces.
+		fmt.Fprintln(os.Stderr, virtiofs.Stage(os.Args[2]))
+		os.Exit(1)
 	}
 	root := &cobra.Command{
 		Use:           "hutch",

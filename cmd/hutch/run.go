@@ -77,6 +77,7 @@ func specFlags(f *pflag.FlagSet, o *vm.Options) {
 	f.StringVar(&o.Initrd, "initrd", "", "initial ramdisk for --kernel")
 	f.StringVar(&o.Append, "append", "", "kernel command line for --kernel")
 	f.StringArrayVar(&o.Disks, "disk", nil, "attach a disk: PATH[,format=raw|qcow2][,ro|rw], or a blank one: size=SIZE[,format=qcow2|raw] (repeatable)")
+	f.StringArrayVarP(&o.Volumes, "volume", "v", nil, "share a host directory: HOSTDIR:GUESTPATH[:ro] (repeatable)")
 	f.StringArrayVarP(&o.Publish, "publish", "p", nil, "forward a host port: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|/udp] (repeatable)")
 	f.StringVar(&o.Network, "network", "", "network backend: slirp, passt, none or bridge=BR (default slirp)")
 	f.StringVar(&o.Accel, "accel", "", "accelerator: auto (KVM when it works, else TCG), kvm or tcg (default: the config's accel, else auto)")

@@ -16,6 +16,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/hutch-vm/hutch/internal/virtiofs"
 )
 
 // setup assembles the container's root at RootfsMount, makes it the
@@ -37,12 +39,8 @@ func (a *guestAgent) setup(s Setup) error {
 			return fmt.Errorf("set hostname: %w", err)
 		}
 	}
-	if err := waitFor(s.Rootfs, 10*time.Second); err != nil {
+	if err := mountRoot(s); err != nil {
 		return err
-	}
-	os.MkdirAll(RootfsMount, 0o755)
-	if err := unix.Mount(s.Rootfs, RootfsMount, "ext4", 0, ""); err != nil {
-		return fmt.Errorf("mount the container's root %s: %w", s.Rootfs, err)
 	}
 	for _, m := range s.Mounts {
 		if err := mount(RootfsMount, m); err != nil {
@@ -90,6 +88,39 @@ func (a *guestAgent) setup(s Setup) error {
 	}
 	return nil
 }
+
+// mountRoot mounts the container's root at RootfsMount: the rootfs entry
+// of the shared tree, or the block device holding its copy.
+func mountRoot(s Setup) error {
+	os.MkdirAll(RootfsMount, 0o755)
+	if !s.Shared {
+		if err := waitFor(s.Rootfs, 10*time.Second); err != nil {
+			return err
+		}
+		if err := unix.Mount(s.Rootfs, RootfsMount, "ext4", 0, ""); err != nil {
+			return fmt.Errorf("mount the container's root %s: %w", s.Rootfs, err)
+		}
+		return nil
+	}
+	os.MkdirAll(virtiofs.GuestRoot, 0o755)
+	// The device may still be probing when the agent asks.
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if err = unix.Mount(virtiofs.Tag, virtiofs.GuestRoot, "virtiofs", unix.MS_NOSUID|unix.MS_NODEV, ""); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("mount the shared files (virtiofs tag %s): %w", virtiofs.Tag, err)
+	}
+	if err := unix.Mount(filepath.Join(virtiofs.GuestRoot, SharedRootfs), RootfsMount, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("mount the container's root: %w", err)
+	}
+	return nil
+}
+
+// SharedRootfs is the rootfs's entry in the shared tree.
+const SharedRootfs = "rootfs"
 
 func waitFor(path string, d time.Duration) error {
 	deadline := time.Now().Add(d)
@@ -192,6 +223,9 @@ var propagation = map[string]uintptr{
 // with the mount's flags, which the host side has said.
 func mount(root string, m Mount) error {
 	dst := filepath.Join(root, m.Destination)
+	if m.Shared != "" {
+		return bindShared(root, m)
+	}
 	if m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind") {
 		return bindEmpty(dst, m)
 	}
@@ -219,6 +253,74 @@ func mount(root string, m Mount) error {
 		return fmt.Errorf("mount %s (%s, %q): %w", m.Destination, typ, data, err)
 	}
 	return setPropagation(dst, m)
+}
+
+// bindShared binds an entry of the shared tree at its destination, which
+// is resolved inside root as the container would see it (a symlink on the
+// way leads within the container, never out to the guest's own files).
+func bindShared(root string, m Mount) error {
+	src := filepath.Join(virtiofs.GuestRoot, m.Shared)
+	fi, err := os.Stat(src)
+	if err != nil {
+		return fmt.Errorf("bind mount %s: %w", m.Destination, err)
+	}
+	dst, err := resolveIn(root, m.Destination)
+	if err != nil {
+		return fmt.Errorf("bind mount %s: %w", m.Destination, err)
+	}
+	if fi.IsDir() {
+		err = os.MkdirAll(dst, 0o755)
+	} else if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
+		var f *os.File
+		if f, err = os.OpenFile(dst, os.O_RDONLY|os.O_CREATE|unix.O_NOFOLLOW, 0o644); err == nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("bind mount %s: make its mount point: %w", m.Destination, err)
+	}
+	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind mount %s: %w", m.Destination, err)
+	}
+	if flags, _ := ParseMountOptions(m.Options); flags&^(unix.MS_BIND|unix.MS_REC) != 0 {
+		if err := unix.Mount("", dst, "", unix.MS_REMOUNT|unix.MS_BIND|flags, ""); err != nil {
+			return fmt.Errorf("bind mount %s: remount with its options: %w", m.Destination, err)
+		}
+	}
+	return setPropagation(dst, m)
+}
+
+// resolveIn is path inside root with every symlink on the way followed as
+// if root were /: absolute links restart at root, and .. stops there.
+func resolveIn(root, path string) (string, error) {
+	rest := strings.Split(filepath.Clean("/"+path), "/")
+	cur := "/"
+	for links := 0; len(rest) > 0; {
+		part := rest[0]
+		rest = rest[1:]
+		if part == "" || part == "." {
+			continue
+		}
+		if part == ".." {
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, part)
+		target, err := os.Readlink(filepath.Join(root, next))
+		if err != nil {
+			// Not a link, or not there yet: the rest is made as directories.
+			cur = next
+			continue
+		}
+		if links++; links > 40 {
+			return "", fmt.Errorf("too many symlinks in %s", path)
+		}
+		if filepath.IsAbs(target) {
+			cur = "/"
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return filepath.Join(root, cur), nil
 }
 
 func bindEmpty(dst string, m Mount) error {

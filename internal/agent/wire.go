@@ -59,7 +59,10 @@ type Setup struct {
 	Hostname string `json:"hostname,omitempty"`
 	// Rootfs is the guest block device holding the container's root
 	// filesystem, and whether to mount it read-only.
-	Rootfs         string  `json:"rootfs"`
+	Rootfs string `json:"rootfs"`
+	// Shared says the rootfs and the Mounts with Shared set come from the
+	// host through virtio-fs (the tree virtiofs.Tag names), not a disk.
+	Shared         bool    `json:"shared,omitempty"`
 	RootfsReadonly bool    `json:"rootfsReadonly,omitempty"`
 	Mounts         []Mount `json:"mounts,omitempty"`
 	// Files are small files of the host (bind mounts of resolv.conf, hosts,
@@ -80,6 +83,8 @@ type Mount struct {
 	Type        string   `json:"type,omitempty"`
 	Source      string   `json:"source,omitempty"`
 	Options     []string `json:"options,omitempty"`
+	// Shared is the bind mount's entry in the shared tree.
+	Shared string `json:"shared,omitempty"`
 }
 
 // File is a copy of a host file bind-mounted into the container.

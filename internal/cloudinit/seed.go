@@ -186,3 +186,27 @@ func (s Seed) ISO(now time.Time) ([]byte, error) {
 		{Name: "network-config", Data: NetworkConfig(s.MAC)},
 	}, now)
 }
+
+// MergeBootcmd appends commands to the doc's bootcmd, which cloud-init
+// runs early on every boot: what must hold on each boot (mounts of a VM's
+// shares) goes there, after the user's own.
+func MergeBootcmd(doc map[string]any, cmds ...[]string) (map[string]any, error) {
+	out := copyMap(doc)
+	var list []any
+	switch b := doc["bootcmd"].(type) {
+	case nil:
+	case []any:
+		list = append(list, b...)
+	default:
+		return nil, &UserDataError{"user-data key bootcmd must be a list: write bootcmd: followed by - entries"}
+	}
+	for _, c := range cmds {
+		argv := make([]any, len(c))
+		for i, a := range c {
+			argv[i] = a
+		}
+		list = append(list, argv)
+	}
+	out["bootcmd"] = list
+	return out, nil
+}

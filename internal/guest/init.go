@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hutch-vm/hutch/internal/virtiofs"
 )
 
 // IsInit reports whether this process is a guest's PID 1 started as /init:
@@ -28,6 +31,7 @@ func RunInit() {
 			LoadModule(p)
 		}
 	}
+	mountShares()
 	unix.Sethostname([]byte("hutch"))
 	var u unix.Utsname
 	unix.Uname(&u)
@@ -109,4 +113,29 @@ func command(w io.Writer, args []string) bool {
 		fmt.Fprintf(w, "%s: unknown command (try help)\n", args[0])
 	}
 	return true
+}
+
+// mountShares mounts the VM's shared tree and binds its entries where the
+// kernel command line says.
+func mountShares() {
+	b, _ := os.ReadFile("/proc/cmdline")
+	ms := virtiofs.ParseCmdline(string(b))
+	if len(ms) == 0 {
+		return
+	}
+	os.MkdirAll(virtiofs.GuestRoot, 0o755)
+	if err := unix.Mount(virtiofs.Tag, virtiofs.GuestRoot, "virtiofs", 0, ""); err != nil {
+		fmt.Printf("mount the shared files: %v\n", err)
+		return
+	}
+	for _, m := range ms {
+		os.MkdirAll(m.Target, 0o755)
+		if err := unix.Mount(filepath.Join(virtiofs.GuestRoot, m.Name), m.Target, "", unix.MS_BIND, ""); err != nil {
+			fmt.Printf("mount %s: %v\n", m.Target, err)
+			continue
+		}
+		if m.ReadOnly {
+			unix.Mount("", m.Target, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, "")
+		}
+	}
 }

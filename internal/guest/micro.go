@@ -46,6 +46,18 @@ mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 while read -r m; do insmod "$m" 2>/dev/null; done </etc/modules.order
+for kv in $(cat /proc/cmdline); do
+	case "$kv" in hutch.fs=*) shares="${kv#hutch.fs=}" ;; esac
+done
+if [ -n "$shares" ]; then
+	mkdir -p /run/hutch/fs && mount -t virtiofs hutch /run/hutch/fs
+	for s in $(echo "$shares" | tr , ' '); do
+		rest="${s#*:}"
+		t="${rest%%:*}"
+		mkdir -p "$t" && mount --bind "/run/hutch/fs/${s%%:*}" "$t"
+		case "$rest" in *:ro) mount -o remount,bind,ro "$t" ;; esac
+	done
+fi
 hostname hutch
 ip link set lo up
 if ip link show eth0 >/dev/null 2>&1; then
@@ -59,12 +71,12 @@ poweroff -f
 `
 
 // MicroModules are the modules the micro VM loads: the virtio transports
-// and the disk and network drivers.
-var MicroModules = []string{"virtio_pci", "virtio_mmio", "virtio_net", "virtio_blk", "virtio_console"}
+// and the disk, network and shared-file drivers.
+var MicroModules = []string{"virtio_pci", "virtio_mmio", "virtio_net", "virtio_blk", "virtio_console", "virtiofs"}
 
 // microVersion changes whenever the micro VM's content changes, so cached
 // initramfs files from older builds are not reused.
-const microVersion = "1"
+const microVersion = "2"
 
 // Micro is a VM that boots with nothing downloaded: the host's kernel and
 // an initramfs built from the host's busybox and the kernel's modules.

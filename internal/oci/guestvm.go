@@ -20,18 +20,19 @@ import (
 const AgentBinary = "hutch-agent"
 
 // AgentModules are what the agent loads: the PCI transport, the rootfs
-// disk, the NIC and the virtio-serial port it talks on. Built-in or absent
+// disk, the NIC, the virtio-serial port it talks on and virtio-fs. Built-in or absent
 // ones are skipped (ext4 is built into Debian's kernels).
-var AgentModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "ext4"}
+var AgentModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "ext4", "virtiofs"}
 
 // Guest is the kernel and initramfs a container's VM boots.
 type Guest struct {
 	Kernel, Initrd, Release string
+	ModulesRoot             string
 }
 
 // guestVersion changes when the initramfs layout changes, so older cached
 // images are not reused.
-const guestVersion = "1"
+const guestVersion = "2"
 
 // findAgent locates hutch-agent.
 func findAgent() (string, error) {
@@ -67,7 +68,7 @@ func BuildGuest(cacheDir, bootDir, modulesRoot string) (Guest, error) {
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s\x00%s\x00%v", agentPath, fi.Size(), fi.ModTime().UnixNano(), guestVersion, release, AgentModules)
-	g := Guest{Kernel: kernel, Release: release,
+	g := Guest{Kernel: kernel, Release: release, ModulesRoot: modulesRoot,
 		Initrd: filepath.Join(cacheDir, "agent-"+hex.EncodeToString(h.Sum(nil))[:16]+".initrd.gz")}
 	if _, err := os.Stat(g.Initrd); err == nil {
 		return g, nil

@@ -52,10 +52,9 @@ func netNamespacePath(s *specs.Spec) (path string, own bool) {
 	return "", false
 }
 
-// setup is what the agent needs from the configuration. Bind mounts of
-// host files (an engine's resolv.conf, hosts, hostname) are copied in:
-// the guest shares no filesystem with the host. Bind mounts of
-// directories become empty directories, said in the shim's log.
+// setup is what the agent needs from the configuration: the rootfs and
+// bind mounts come through the shared tree, or, where the host cannot
+// share files, as copiedSetup says.
 func (s *shim) setup() (agent.Setup, error) {
 	spec := s.bundle.Spec
 	out := agent.Setup{Hostname: spec.Hostname, Rootfs: "/dev/vda", Command: spec.Process.Args[0], Env: spec.Process.Env,
@@ -63,27 +62,11 @@ func (s *shim) setup() (agent.Setup, error) {
 	if spec.Root != nil {
 		out.RootfsReadonly = spec.Root.Readonly
 	}
-	for _, m := range spec.Mounts {
-		if isBind(m) {
-			fi, err := os.Stat(m.Source)
-			if err != nil {
-				return out, fmt.Errorf("bind mount %s: %w", m.Source, err)
-			}
-			if fi.Mode().IsRegular() {
-				if fi.Size() > maxCopiedFile {
-					return out, fmt.Errorf("bind mount of %s: files over %d KiB cannot be copied into the VM", m.Source, maxCopiedFile>>10)
-				}
-				data, err := os.ReadFile(m.Source)
-				if err != nil {
-					return out, fmt.Errorf("bind mount %s: %w", m.Source, err)
-				}
-				out.Files = append(out.Files, agent.File{Destination: m.Destination, Mode: uint32(fi.Mode().Perm()), Data: data})
-				continue
-			}
-			slog.Warn("a bind-mounted directory is not shared with the VM: the container sees it empty",
-				"source", m.Source, "destination", m.Destination)
-		}
-		out.Mounts = append(out.Mounts, agent.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
+	if s.shareNames != nil {
+		out.Rootfs = ""
+		sharedSetup(&out, spec, s.shareNames)
+	} else if err := copiedSetup(&out, spec); err != nil {
+		return out, err
 	}
 	if spec.Linux != nil {
 		out.Sysctl = spec.Linux.Sysctl
@@ -114,4 +97,34 @@ func isBind(m specs.Mount) bool {
 		}
 	}
 	return false
+}
+
+// copiedSetup is the fallback without shared files: the rootfs is a block
+// image, bind mounts of files (an engine's resolv.conf, hosts, hostname)
+// are copied in, and bind mounts of directories become empty directories,
+// said in the shim's log.
+func copiedSetup(out *agent.Setup, spec *specs.Spec) error {
+	for _, m := range spec.Mounts {
+		if isBind(m) {
+			fi, err := os.Stat(m.Source)
+			if err != nil {
+				return fmt.Errorf("bind mount %s: %w", m.Source, err)
+			}
+			if fi.Mode().IsRegular() {
+				if fi.Size() > maxCopiedFile {
+					return fmt.Errorf("bind mount of %s: files over %d KiB cannot be copied into the VM", m.Source, maxCopiedFile>>10)
+				}
+				data, err := os.ReadFile(m.Source)
+				if err != nil {
+					return fmt.Errorf("bind mount %s: %w", m.Source, err)
+				}
+				out.Files = append(out.Files, agent.File{Destination: m.Destination, Mode: uint32(fi.Mode().Perm()), Data: data})
+				continue
+			}
+			slog.Warn("a bind-mounted directory is not shared with the VM: the container sees it empty",
+				"source", m.Source, "destination", m.Destination)
+		}
+		out.Mounts = append(out.Mounts, agent.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
+	}
+	return nil
 }

@@ -75,9 +75,6 @@ func (r Runtime) Create(o CreateOptions) (*exec.Cmd, error) {
 	if err := store.WriteJSON(p.State(), rec); err != nil {
 		return nil, err
 	}
-	if err := BuildRootfs(b.Rootfs, p.Rootfs()); err != nil {
-		return nil, err
-	}
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("create: %w", err)
@@ -88,6 +85,17 @@ func (r Runtime) Create(o CreateOptions) (*exec.Cmd, error) {
 		return nil, err
 	}
 	shim.ExtraFiles = []*os.File{readyW}
+	if newMountNamespace(b.Spec) {
+		hostRoot, err := openHostRoot()
+		if err != nil {
+			readyW.Close()
+			return nil, err
+		}
+		defer hostRoot.Close()
+		shim.ExtraFiles = append(shim.ExtraFiles, hostRoot)
+		shim.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNS
+		shim.Args = append(shim.Args[:len(shim.Args)-1], "--host-root", o.ID)
+	}
 	if b.Spec.Process.Terminal {
 		// The container's stdio is its terminal. The shim must not hold
 		// create's: an engine that reads create's output to its end (as
@@ -173,7 +181,26 @@ func (r Runtime) shimCommand(o CreateOptions, s *specs.Spec) (*exec.Cmd, error) 
 		}
 		cmd.Path, cmd.Args = nsenter, append([]string{nsenter, "--net=" + path, "--"}, args...)
 	}
+	if newPIDNamespace(s) {
+		// The shim is the container's pid: as runc's init is, it is pid 1
+		// of the container's own namespace, which engines join (podman cp
+		// does), and everything it starts dies with it.
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWPID
+	}
 	return cmd, nil
+}
+
+// newPIDNamespace says the configuration asks for a new pid namespace.
+func newPIDNamespace(s *specs.Spec) bool {
+	if s.Linux == nil {
+		return false
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace {
+			return ns.Path == ""
+		}
+	}
+	return false
 }
 
 func writePidFile(path string, pid int) error {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"github.com/hutch-vm/hutch/internal/console"
 	"github.com/hutch-vm/hutch/internal/qemu"
 	"github.com/hutch-vm/hutch/internal/store"
+	"github.com/hutch-vm/hutch/internal/virtiofs"
 )
 
 // ShimCommand is hutch-runtime's hidden verb for a container's shim.
@@ -38,6 +40,18 @@ type shim struct {
 	conn   *agent.Conn
 	vm     *vm
 	net    GuestNet
+	// shares is the container's file server, nil when its files are
+	// copied instead; shareNames names each shared bind mount's entry.
+	shares     *virtiofs.Server
+	shareNames map[int]string
+	// fs is the running virtiofsd, fsConn the VMM's end of its socket
+	// until the VMM has it.
+	fs       *exec.Cmd
+	fsExited chan struct{}
+	fsConn   *os.File
+	// hostRoot says create gave the shim a mount namespace of its own and
+	// the host's root at hostRootFD.
+	hostRoot bool
 	// cfg is hutch-runtime's configuration, read from cfgPath.
 	cfg     config.Config
 	cfgPath string
@@ -67,9 +81,9 @@ type hostProc struct {
 // RunShim is the shim's main. ready receives "ok" once the container is
 // created, or the error that stopped it. The returned code is the
 // container's exit status.
-func RunShim(root, id, consoleSocket string, ready *os.File) int {
+func RunShim(root, id, consoleSocket string, hostRoot bool, ready *os.File) int {
 	rt := Runtime{Root: root}
-	s := &shim{rt: rt, id: id, paths: rt.paths(id), procs: map[uint32]*hostProc{}, nextID: 1,
+	s := &shim{rt: rt, id: id, hostRoot: hostRoot, paths: rt.paths(id), procs: map[uint32]*hostProc{}, nextID: 1,
 		ports: map[int]bool{}, refused: map[int]bool{}, exit: make(chan agent.Exit, 1)}
 	log, err := os.OpenFile(s.paths.ShimLog(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -99,6 +113,7 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 	if s.bundle, err = LoadBundle(rec.Bundle); err != nil {
 		return 1, err
 	}
+
 	if s.cfg, s.cfgPath, err = runtimeConfig(); err != nil {
 		return 1, err
 	}
@@ -117,6 +132,26 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 	g, err := BuildGuest(store.RuntimeCache(s.rt.Root), "/boot", "/lib/modules")
 	if err != nil {
 		return 1, err
+	}
+	if why := sharingUnavailable(g); why != nil {
+		// The block-image fallback: the container runs, but its writes
+		// stay in the VM and its bind-mounted directories are empty.
+		fmt.Fprintln(ready, readyNotice+"hutch-runtime cannot share files with the VM ("+why.Error()+"): the rootfs is copied into a disk image, writes stay in the VM and bind-mounted directories are empty")
+		if err := BuildRootfs(s.bundle.Rootfs, s.paths.Rootfs()); err != nil {
+			return 1, err
+		}
+	} else if s.shares, s.shareNames, err = fileShares(s.bundle); err != nil {
+		return 1, err
+	} else {
+		if err := s.startFS(); err != nil {
+			return 1, err
+		}
+		defer s.stopFS()
+	}
+	if s.hostRoot {
+		if err := enterContainerRoot(s.bundle.Rootfs, os.NewFile(hostRootFD, "/")); err != nil {
+			return 1, err
+		}
 	}
 	if hasNetNamespace(spec) && os.Geteuid() == 0 {
 		if restore := openLowPorts(); restore != nil {

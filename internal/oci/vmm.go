@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/hutch-vm/hutch/internal/launch"
 	"github.com/hutch-vm/hutch/internal/qemu"
 	"github.com/hutch-vm/hutch/internal/store"
+	"github.com/hutch-vm/hutch/internal/virtiofs"
 )
 
 // runtimeConfig is hutch-runtime's configuration: the system file when
@@ -160,18 +162,23 @@ func (s *shim) bootVM(g Guest) (*vm, error) {
 		}
 		*b.fd = add(f)
 	}
-	// A writable drive needs a read-only and a read-write descriptor: QEMU
-	// probes read-only first.
-	set := qemu.FDSet{ID: 1}
-	for _, mode := range []int{os.O_RDONLY, os.O_RDWR} {
-		f, err := os.OpenFile(s.paths.Rootfs(), mode, 0)
-		if err != nil {
-			return fail(fmt.Errorf("open the rootfs image: %w", err))
+	if s.fsConn != nil {
+		cfg.FSFD, cfg.FSTag = add(s.fsConn), virtiofs.Tag
+		s.fsConn = nil // the VMM's now
+	} else {
+		// A writable drive needs a read-only and a read-write descriptor:
+		// QEMU probes read-only first.
+		set := qemu.FDSet{ID: 1}
+		for _, mode := range []int{os.O_RDONLY, os.O_RDWR} {
+			f, err := os.OpenFile(s.paths.Rootfs(), mode, 0)
+			if err != nil {
+				return fail(fmt.Errorf("open the rootfs image: %w", err))
+			}
+			set.FDs = append(set.FDs, add(f))
 		}
-		set.FDs = append(set.FDs, add(f))
+		cfg.FDSets = []qemu.FDSet{set}
+		cfg.Drives = []qemu.Drive{{Layers: []qemu.Layer{{FDSet: 1, Format: "raw"}}}}
 	}
-	cfg.FDSets = []qemu.FDSet{set}
-	cfg.Drives = []qemu.Drive{{Layers: []qemu.Layer{{FDSet: 1, Format: "raw"}}}}
 	cfg.Netdev = s.net.Netdev("n0")
 	bin, err := exec.LookPath(qemu.Binary)
 	if err != nil {
@@ -243,4 +250,47 @@ func ledger() (*identity.Ledger, error) {
 		return nil, err
 	}
 	return &identity.Ledger{Path: l.Leases(), First: cfg.Leases.First, Count: cfg.Leases.Count}, nil
+}
+
+// startFS starts the container's virtiofsd, before the shim enters the
+// container's root: a chrooted process may not make the user namespace
+// the daemon runs in.
+func (s *shim) startFS() error {
+	s.shares.Root = s.paths.FS()
+	if err := os.Mkdir(s.shares.Root, 0o700); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("create %s: %w", s.shares.Root, err)
+	}
+	logf, err := os.OpenFile(s.paths.FSLog(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open the virtiofsd log: %w", err)
+	}
+	defer logf.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the hutch-runtime executable: %w", err)
+	}
+	if s.fs, s.fsConn, err = s.shares.Start(self, logf); err != nil {
+		return err
+	}
+	s.fsExited = make(chan struct{})
+	go func() { s.fs.Wait(); close(s.fsExited) }()
+	return nil
+}
+
+// stopFS ends the file server: it leaves by itself once QEMU, its one
+// client, is gone, and is made to otherwise.
+func (s *shim) stopFS() {
+	if s.fsConn != nil {
+		s.fsConn.Close()
+	}
+	if s.fs == nil {
+		return
+	}
+	select {
+	case <-s.fsExited:
+		return
+	case <-time.After(500 * time.Millisecond):
+	}
+	s.fs.Process.Kill()
+	<-s.fsExited
 }

@@ -67,6 +67,11 @@ type Config struct {
 	// VNC, when set, is the unix socket QEMU serves a VNC display on,
 	// with a VGA card to show; none by default.
 	VNC string `json:"vnc,omitempty"`
+	// FSFD, when set, is a connected socket to the VM's virtiofsd: a
+	// vhost-user-fs device with tag FSTag. vhost-user needs the guest's
+	// memory shared with the daemon, so it then comes from a memfd.
+	FSFD  int    `json:"fsFD,omitempty"`
+	FSTag string `json:"fsTag,omitempty"`
 }
 
 // FDSet is one -add-fd set: the same file opened once read-only and, for
@@ -156,6 +161,11 @@ func (c Config) Argv(binary string) []string {
 		// can connect, and no TCP port is ever opened by QEMU.
 		a = append(a, "-device", "VGA", "-vnc", "unix:"+c.VNC)
 	}
+	if c.FSFD != 0 {
+		a = append(a, "-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", c.MemoryMiB),
+			"-chardev", fmt.Sprintf("socket,id=fs,fd=%d", c.FSFD),
+			"-device", c.vhostUser("fs")+",chardev=fs,tag="+c.FSTag)
+	}
 	if c.AgentFD != 0 {
 		a = append(a, "-device", c.virtio("serial"),
 			"-chardev", fmt.Sprintf("socket,id=agent,fd=%d", c.AgentFD),
@@ -174,19 +184,22 @@ func (c Config) name() string {
 func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 func (c Config) machine() string {
-	if c.Machine == MicroVM {
+	m := c.Machine
+	switch {
+	case c.Machine == MicroVM:
 		// The guest finds the virtio-mmio devices through ACPI; distribution
 		// kernels rarely accept them on the command line.
-		return "microvm,acpi=on"
-	}
-	if len(c.Pflash) == 2 {
-		return c.Machine + ",pflash0=fw0,pflash1=fw1"
-	}
-	if c.SerialFirmware {
+		m += ",acpi=on"
+	case len(c.Pflash) == 2:
+		m += ",pflash0=fw0,pflash1=fw1"
+	case c.SerialFirmware:
 		// SeaBIOS then writes its screen to the serial console.
-		return c.Machine + ",graphics=off"
+		m += ",graphics=off"
 	}
-	return c.Machine
+	if c.FSFD != 0 {
+		m += ",memory-backend=mem"
+	}
+	return m
 }
 
 // drive builds the -blockdev graph of drive i, bottom layer first, and the
@@ -227,6 +240,14 @@ func (c Config) drive(i int, d Drive) []string {
 		dev += ",bootindex=0"
 	}
 	return append(a, "-device", dev)
+}
+
+// vhostUser names a vhost-user device model for the machine's transport.
+func (c Config) vhostUser(kind string) string {
+	if c.Machine == MicroVM {
+		return "vhost-user-" + kind + "-device"
+	}
+	return "vhost-user-" + kind + "-pci"
 }
 
 // virtio names the virtio device model for the machine's transport.

@@ -49,3 +49,8 @@ func (c Container) Rootfs() string  { return filepath.Join(c.Dir, containerRootf
 func (c Container) Console() string { return filepath.Join(c.Dir, containerConsole) }
 func (c Container) QMP() string     { return filepath.Join(c.Dir, containerQMP) }
 func (c Container) ShimLog() string { return filepath.Join(c.Dir, containerShimLog) }
+
+// FS is the empty directory the container's file server assembles its
+// tree on; FSLog is that server's log.
+func (c Container) FS() string    { return filepath.Join(c.Dir, fsDir) }
+func (c Container) FSLog() string { return filepath.Join(c.Dir, fsLogFile) }

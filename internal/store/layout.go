@@ -32,8 +32,10 @@ const (
 	consoleSocket  = "console.sock"
 	passtSocket    = "passt.sock"
 	vncSocket      = "vnc.sock"
+	fsDir          = "fs"
 	uefiVarsFile   = "uefi-vars.fd"
 	passtLogFile   = "passt.log"
+	fsLogFile      = "virtiofsd.log"
 	vmsDir         = "vms"
 	portsLockFile  = "ports.lock"
 	seedFile       = "seed.iso"
@@ -203,7 +205,12 @@ func (p Paths) QMP() string        { return filepath.Join(p.Run, qmpSocket) }
 func (p Paths) Console() string    { return filepath.Join(p.Run, consoleSocket) }
 func (p Paths) Passt() string      { return filepath.Join(p.Run, passtSocket) }
 func (p Paths) VNC() string        { return filepath.Join(p.Run, vncSocket) }
+
+// FS is the empty directory the VM's file server assembles its tree on;
+// FS()+".sock" is briefly its socket.
+func (p Paths) FS() string         { return filepath.Join(p.Run, fsDir) }
 func (p Paths) PasstLog() string   { return filepath.Join(p.Data, passtLogFile) }
+func (p Paths) FSLog() string      { return filepath.Join(p.Data, fsLogFile) }
 func (p Paths) Seed() string       { return filepath.Join(p.Data, seedFile) }
 func (p Paths) UEFIVars() string   { return filepath.Join(p.Data, uefiVarsFile) }
 func (p Paths) KnownHosts() string { return filepath.Join(p.Data, knownHostsFile) }

@@ -25,7 +25,18 @@ func ProcOf(pid int) (Proc, error) {
 }
 
 // Self is the calling process.
-func Self() (Proc, error) { return ProcOf(os.Getpid()) }
+func Self() (Proc, error) { return ProcOf(PidInProc()) }
+
+// PidInProc is this process's pid as /proc numbers it. A container's shim
+// is pid 1 of a namespace of its own, but /proc is still the host's.
+func PidInProc() int {
+	if l, err := os.Readlink("/proc/self"); err == nil {
+		if pid, err := strconv.Atoi(l); err == nil {
+			return pid
+		}
+	}
+	return os.Getpid()
+}
 
 // Alive reports whether the very process recorded still exists (and is not
 // a zombie waiting to be reaped).

@@ -122,7 +122,7 @@ func AcquireWithin(path string, timeout time.Duration) (*Lock, error) {
 		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
 			f.Truncate(0)
-			f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+			f.WriteAt([]byte(strconv.Itoa(PidInProc())+"\n"), 0)
 			return &Lock{f: f}, nil
 		}
 		if err != unix.EWOULDBLOCK && err != unix.EINTR {

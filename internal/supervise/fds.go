@@ -29,6 +29,12 @@ func (s *supervisor) vmmFiles(serial, qmp *os.File) ([]*os.File, error) {
 			f, err = dup(serial)
 		case vm.FDQMP:
 			f, err = dup(qmp)
+		case vm.FDShare:
+			if s.fsConn == nil {
+				err = fmt.Errorf("plan shares files but no virtiofsd runs")
+				break
+			}
+			f, err = dup(s.fsConn)
 		case vm.FDTap:
 			f, err = s.openTap()
 		case vm.FDFile:

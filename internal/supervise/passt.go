@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/hutch-vm/hutch/internal/virtiofs"
 	"github.com/hutch-vm/hutch/internal/vm"
 )
 
@@ -67,4 +69,36 @@ func stopPasst(cmd *exec.Cmd, exited chan error) {
 		cmd.Process.Kill()
 		<-exited
 	}
+}
+
+// startFS runs the VM's virtiofsd on an empty directory of the runtime dir.
+// It runs from the supervisor, not the VM's identity: it drops what it
+// does not need by itself (virtiofs.Server), and in system mode the
+// supervisor's cgroup charge is the VM's.
+func (s *supervisor) startFS(srv *virtiofs.Server) error {
+	if err := os.Mkdir(srv.Root, 0o700); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("create %s: %w", srv.Root, err)
+	}
+	logf, err := os.OpenFile(s.paths.FSLog(), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("open virtiofsd log: %w", err)
+	}
+	defer logf.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the hutch executable: %w", err)
+	}
+	cmd, conn, err := srv.Start(self, logf)
+	if err != nil {
+		return err
+	}
+	if s.cgroup != nil {
+		for _, p := range s.cgroup.Procs() {
+			os.WriteFile(p, []byte(strconv.Itoa(cmd.Process.Pid)), 0)
+		}
+	}
+	s.fs, s.fsConn = cmd, conn
+	s.fsExited = make(chan error, 1)
+	go func() { s.fsExited <- cmd.Wait() }()
+	return nil
 }

@@ -74,6 +74,7 @@ func Run(l store.Layout, name string, ready *os.File, attach *os.File) error {
 		var signalled bool
 		code, reason, noQMP, signalled = s.watch(cmd, &ready, sigs)
 		stopPasst(s.passt, s.passtExited)
+		stopPasst(s.fs, s.fsExited)
 		s.console.close()
 		// The install phase of a --cdrom VM ends with its first QEMU: an
 		// installer's reboot ends QEMU (-no-reboot), and the next start
@@ -198,8 +199,12 @@ type supervisor struct {
 
 	passt       *exec.Cmd
 	passtExited chan error // nil when no passt runs
-	cgroup      *cgroup.Group
-	ledger      *identity.Ledger // the lease of a system VM
+	// fs is the VM's virtiofsd and fsConn QEMU's end of its socket.
+	fs       *exec.Cmd
+	fsExited chan error
+	fsConn   *os.File
+	cgroup   *cgroup.Group
+	ledger   *identity.Ledger // the lease of a system VM
 }
 
 // makeRunDir makes the VM's private runtime dir, owned by the identity
@@ -291,31 +296,45 @@ func (s *supervisor) start(attach *os.File) (*exec.Cmd, error) {
 		passtProc, _ = store.ProcOf(s.passt.Process.Pid)
 	}
 
+	stopHelpers := func() {
+		stopPasst(s.passt, s.passtExited)
+		stopPasst(s.fs, s.fsExited)
+	}
+	var fsProc store.Proc
+	if srv := s.rec.Plan.Shares; srv != nil {
+		if err := s.startFS(srv); err != nil {
+			stopHelpers()
+			return nil, err
+		}
+		defer func() { s.fsConn.Close(); s.fsConn = nil }()
+		fsProc, _ = store.ProcOf(s.fs.Process.Pid)
+	}
 	vmmLog, err := os.OpenFile(s.paths.VMMLog(), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
+		stopHelpers()
 		return nil, fmt.Errorf("open qemu log: %w", err)
 	}
 	defer vmmLog.Close()
 	files, err := s.vmmFiles(theirs, qmpFile)
 	if err != nil {
-		stopPasst(s.passt, s.passtExited)
+		stopHelpers()
 		return nil, err
 	}
 	defer closeAll(files)
 	// fd 3+i is the plan's i-th descriptor.
 	cmd, err := s.spawn(s.rec.Plan.VMM.Argv(s.rec.Plan.QEMU), files, vmmLog)
 	if err != nil {
-		stopPasst(s.passt, s.passtExited)
+		stopHelpers()
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		stopPasst(s.passt, s.passtExited)
+		stopHelpers()
 		return nil, fmt.Errorf("start %s: %w", s.rec.Plan.QEMU, err)
 	}
 	self, _ := store.Self()
 	vmm, _ := store.ProcOf(cmd.Process.Pid) // a QEMU already gone is seen at Wait
 	err = store.Update(s.paths, func(r *vm.Record) error {
-		r.Status = vm.Status{State: vm.StateRunning, Supervisor: self, VMM: vmm, Passt: passtProc, Started: time.Now().UTC(),
+		r.Status = vm.Status{State: vm.StateRunning, Supervisor: self, VMM: vmm, Passt: passtProc, FS: fsProc, Started: time.Now().UTC(),
 			Restarts: r.Status.Restarts, Defined: r.Status.Defined}
 		return nil
 	})

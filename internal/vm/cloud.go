@@ -15,6 +15,7 @@ import (
 	"github.com/hutch-vm/hutch/internal/guestssh"
 	"github.com/hutch-vm/hutch/internal/image"
 	"github.com/hutch-vm/hutch/internal/netstack"
+	"github.com/hutch-vm/hutch/internal/virtiofs"
 )
 
 // cloudPlan is what goes into a VM's cloud-init seed: the user's own
@@ -22,6 +23,11 @@ import (
 // made.
 type cloudPlan struct {
 	doc map[string]any
+}
+
+// shareCommand is the bootcmd that mounts a VM's shares on every boot.
+func shareCommand(mounts []virtiofs.GuestMount) []string {
+	return []string{"sh", "-c", virtiofs.Script(mounts)}
 }
 
 // resolveImage lets IMAGE name a cached image: a path that exists wins,
@@ -39,8 +45,11 @@ func (e *Engine) resolveImage(name string) string {
 // planCloud checks --cloud-init and --ssh, forwards a free host port to
 // the guest's port 22 for --ssh, and attaches the seed (made later, in the
 // VM's data dir) as a read-only disk. It returns nil when there is no seed.
-func (e *Engine) planCloud(s *Spec) (*cloudPlan, error) {
-	if s.SSH == nil && s.CloudInit == "" {
+//
+// A disk image with shares gets a seed even without either: cloud-init is
+// what mounts them.
+func (e *Engine) planCloud(s *Spec, mounts []virtiofs.GuestMount) (*cloudPlan, error) {
+	if s.SSH == nil && s.CloudInit == "" && (len(mounts) == 0 || s.Kernel != "") {
 		return nil, nil
 	}
 	c := &cloudPlan{doc: map[string]any{}}
@@ -57,6 +66,12 @@ func (e *Engine) planCloud(s *Spec) (*cloudPlan, error) {
 			return nil, invalid("--cloud-init %s: %v", s.CloudInit, err)
 		}
 		s.CloudInit = path
+	}
+	if len(mounts) > 0 && s.Kernel == "" {
+		var err error
+		if c.doc, err = cloudinit.MergeBootcmd(c.doc, shareCommand(mounts)); err != nil {
+			return nil, invalid("--cloud-init %s: %v", s.CloudInit, err)
+		}
 	}
 	if s.SSH != nil {
 		if s.SSH.User == "" {

@@ -18,7 +18,7 @@ func TestPlanCloud(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &Spec{Name: "web", Image: "img", SSH: &SSHAccess{}, CloudInit: ud}
-	c, err := e.planCloud(s)
+	c, err := e.planCloud(s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func TestPlanCloud(t *testing.T) {
 	}
 
 	// Planning again (a generated name was taken) keeps the one forward.
-	if _, err := e.planCloud(s); err != nil || len(s.Ports) != 1 {
+	if _, err := e.planCloud(s, nil); err != nil || len(s.Ports) != 1 {
 		t.Errorf("replan: %v, %+v", err, s.Ports)
 	}
 
@@ -60,7 +60,7 @@ func TestPlanCloudBadUserData(t *testing.T) {
 		ud := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
 		os.WriteFile(ud, []byte(data), 0o600)
 		s := &Spec{Name: "web", Image: "img", SSH: &SSHAccess{}, CloudInit: ud}
-		_, err := e.planCloud(s)
+		_, err := e.planCloud(s, nil)
 		if !IsInput(err) || !strings.HasPrefix(err.Error(), "--cloud-init "+ud+": ") {
 			t.Errorf("%s: %v", name, err)
 		}

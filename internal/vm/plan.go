@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/hutch-vm/hutch/internal/accel"
@@ -16,6 +17,7 @@ import (
 	"github.com/hutch-vm/hutch/internal/identity"
 	"github.com/hutch-vm/hutch/internal/netstack"
 	"github.com/hutch-vm/hutch/internal/qemu"
+	"github.com/hutch-vm/hutch/internal/virtiofs"
 )
 
 // Kinds of descriptor the supervisor hands QEMU.
@@ -25,6 +27,7 @@ const (
 	FDTap    = "tap"    // the VM's tap on its bridge
 	FDFile   = "file"   // Path, opened read-only or (Write) read-write
 	FDCopy   = "copy"   // a sealed memfd copy of Path, for files the VMM may not reopen
+	FDShare  = "share"  // a connected socket to the VM's virtiofsd
 )
 
 // FD is one descriptor QEMU inherits. The supervisor makes or opens them in
@@ -105,6 +108,9 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 			return Plan{}, err
 		}
 		s.Kernel, s.Initrd, s.Append = m.Kernel, m.Initrd, "console=ttyS0"
+		if len(s.Volumes) > 0 && !microHasVirtiofs(m.Release) {
+			return Plan{}, invalid("-v: the host kernel %s has no virtiofs module for the micro VM to mount a share with: install a kernel that has one (Debian: linux-image-cloud-amd64)", m.Release)
+		}
 	}
 	if s.Image != "" {
 		s.Image = e.resolveImage(s.Image)
@@ -170,7 +176,11 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		// With --kernel, QEMU's kernel loader holds boot index 0.
 		fds.drive(&cfg, chain, false, s.Kernel == "")
 	}
-	cloud, err := e.planCloud(s)
+	shares, mounts, err := e.planShares(s, e.Layout.VM(s.Name))
+	if err != nil {
+		return Plan{}, err
+	}
+	cloud, err := e.planCloud(s, mounts)
 	if err != nil {
 		return Plan{}, err
 	}
@@ -255,6 +265,13 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 	if s.Display == "vnc" {
 		cfg.VNC = paths.VNC()
 	}
+	if shares != nil {
+		cfg.FSFD, cfg.FSTag = fds.add(FD{Kind: FDShare}), virtiofs.Tag
+		if s.Kernel != "" {
+			// hutch's own inits mount what this names; another init can.
+			cfg.Append = strings.TrimSpace(cfg.Append + " " + virtiofs.CmdlineParam(mounts))
+		}
+	}
 	for _, sock := range []string{paths.QMP(), paths.Console(), paths.Passt(), paths.VNC()} {
 		if len(sock) > maxSocketPath {
 			return Plan{}, invalid("socket %s is %d bytes, past the %d a unix socket path may have: set XDG_RUNTIME_DIR to a shorter dir, or give a shorter --name", sock, len(sock), maxSocketPath)
@@ -278,7 +295,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		}
 		cfg.Netdev = netstack.TapNetdev("n0", fds.add(FD{Kind: FDTap}))
 	}
-	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Blanks: blanks, Disks: disks, UEFI: uefi, Install: install, Passt: passt, RunDir: paths.Run, Accel: choice, cloud: cloud}
+	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Blanks: blanks, Disks: disks, UEFI: uefi, Install: install, Passt: passt, RunDir: paths.Run, Accel: choice, cloud: cloud, Shares: shares}
 	if cloud != nil {
 		plan.Seed = paths.Seed()
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/hutch-vm/hutch/internal/netstack"
 	"github.com/hutch-vm/hutch/internal/qemu"
 	"github.com/hutch-vm/hutch/internal/store"
+	"github.com/hutch-vm/hutch/internal/virtiofs"
 )
 
 // States a VM is reported in.
@@ -44,6 +45,8 @@ type Plan struct {
 	Disks []PlannedDisk `json:"disks,omitempty"`
 	// Passt is the network helper the supervisor starts before QEMU.
 	Passt *Helper `json:"passt,omitempty"`
+	// Shares is the file server of a VM with -v shares.
+	Shares *virtiofs.Server `json:"shares,omitempty"`
 	// BridgeHelper opens the tap of a bridged VM; Args[0] is the bridge.
 	BridgeHelper *Helper `json:"bridgeHelper,omitempty"`
 	RunDir       string  `json:"runDir"`
@@ -115,6 +118,7 @@ type Status struct {
 	Supervisor store.Proc `json:"supervisor"`
 	VMM        store.Proc `json:"vmm"`
 	Passt      store.Proc `json:"passt,omitzero"`
+	FS         store.Proc `json:"fs,omitzero"`
 	// NetworkError says why the VM lost its network while it ran.
 	NetworkError  string    `json:"networkError,omitempty"`
 	Started       time.Time `json:"started,omitzero"`
@@ -179,6 +183,9 @@ type View struct {
 	Command  []string `json:"command"`
 	// Descriptors are what QEMU inherits, in order from fd 3.
 	Descriptors []FD `json:"descriptors"`
+	// Shares are the -v directories, and FSPid their virtiofsd.
+	Shares []Volume `json:"shares"`
+	FSPid  int      `json:"fsPid,omitempty"`
 }
 
 var descriptorRE = regexp.MustCompile(`/dev/fdset/([0-9]+)|/proc/self/fd/([0-9]+)`)
@@ -275,7 +282,10 @@ func (r Record) view() View {
 		Machine: r.Plan.VMM.Machine, CPUs: r.Spec.CPUs, MemoryMiB: r.Spec.MemoryMiB,
 		Network: r.Spec.Network, Bridge: r.Spec.Bridge, Ports: r.Spec.Ports, Image: r.Spec.Image, Kernel: r.Spec.Kernel,
 		SSH: r.Spec.SSH, Created: r.Created, Reason: s.Reason, Command: r.Plan.VMM.Argv(r.Plan.QEMU), Descriptors: r.Plan.FDs,
-		Disks: r.Plan.Disks, Restart: r.Spec.Restart, Restarts: s.Restarts,
+		Disks: r.Plan.Disks, Restart: r.Spec.Restart, Restarts: s.Restarts, Shares: r.Spec.Volumes,
+	}
+	if v.Shares == nil {
+		v.Shares = []Volume{}
 	}
 	switch r.Spec.Network {
 	case NetSlirp:
@@ -298,6 +308,9 @@ func (r Record) view() View {
 		v.NetworkError = s.NetworkError
 		if s.Passt.Alive() {
 			v.PasstPid = s.Passt.Pid
+		}
+		if s.FS.Alive() {
+			v.FSPid = s.FS.Pid
 		}
 	}
 	if !s.Started.IsZero() {

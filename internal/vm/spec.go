@@ -5,6 +5,7 @@ package vm
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -58,6 +59,8 @@ type Options struct {
 	// CDROM is an ISO attached as a CD, booted first until the guest
 	// first shuts down or reboots.
 	CDROM string
+	// Volumes are HOSTDIR:GUESTPATH[:ro|:rw] shares.
+	Volumes []string
 }
 
 // Spec is a validated run request.
@@ -91,6 +94,15 @@ type Spec struct {
 	Firmware string `json:"firmware,omitempty"`
 	// CDROM is the absolute path of the ISO attached as a CD.
 	CDROM string `json:"cdrom,omitempty"`
+	// Volumes are host directories shared with the guest.
+	Volumes []Volume `json:"volumes,omitempty"`
+}
+
+// Volume is a host directory the guest mounts at Target.
+type Volume struct {
+	Source   string `json:"source"` // absolute
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
 }
 
 // Restart policies, as Podman and Docker name them.
@@ -281,6 +293,21 @@ func ParseSpec(o Options) (Spec, error) {
 		}
 		s.Disks = append(s.Disks, d)
 	}
+	for _, arg := range o.Volumes {
+		v, err := parseVolume(arg)
+		if err != nil {
+			return Spec{}, err
+		}
+		for _, w := range s.Volumes {
+			if w.Target == v.Target {
+				return Spec{}, invalid("-v %s: %s is already the guest path of %s; give each share its own guest path", arg, v.Target, w.Source)
+			}
+		}
+		s.Volumes = append(s.Volumes, v)
+	}
+	if len(s.Volumes) > maxVolumes {
+		return Spec{}, invalid("-v: %d shares; a VM takes at most %d", len(s.Volumes), maxVolumes)
+	}
 	if br, ok := strings.CutPrefix(s.Network, NetBridge+"="); ok {
 		if err := netstack.ValidBridge(br); err != nil {
 			return Spec{}, invalid("--network %q: %v", s.Network, err)
@@ -363,4 +390,38 @@ func ParseMemory(s string) (int, error) {
 		return 0, invalid("invalid --memory %q: a VM needs at least %dM", s, minMemoryMiB)
 	}
 	return mib, nil
+}
+
+// maxVolumes bounds the shares of one VM; each is a mount in its server.
+const maxVolumes = 64
+
+// parseVolume reads HOSTDIR:GUESTPATH[:ro|:rw]. The guest path travels on
+// a kernel command line and in an fstab, so it may hold no space, comma
+// or colon.
+func parseVolume(arg string) (Volume, error) {
+	parts := strings.Split(arg, ":")
+	if len(parts) == 3 {
+		switch parts[2] {
+		case "ro", "rw":
+		default:
+			return Volume{}, invalid("-v %s: unknown option %q: the form is HOSTDIR:GUESTPATH[:ro]", arg, parts[2])
+		}
+	}
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return Volume{}, invalid("-v %s: the form is HOSTDIR:GUESTPATH[:ro], e.g. -v ./src:/src", arg)
+	}
+	target := parts[1]
+	switch {
+	case !filepath.IsAbs(target):
+		return Volume{}, invalid("-v %s: guest path %s is relative: give an absolute one, e.g. /data", arg, target)
+	case filepath.Clean(target) == "/":
+		return Volume{}, invalid("-v %s: a share cannot cover the guest's /: give a directory, e.g. /data", arg)
+	case strings.ContainsAny(target, " \t\n,\\\"'"):
+		return Volume{}, invalid("-v %s: guest path %q holds a space, comma, quote or backslash: choose a plainer path", arg, target)
+	}
+	src, err := filepath.Abs(parts[0])
+	if err != nil {
+		return Volume{}, invalid("-v %s: %v", arg, err)
+	}
+	return Volume{Source: src, Target: filepath.Clean(target), ReadOnly: len(parts) == 3 && parts[2] == "ro"}, nil
 }

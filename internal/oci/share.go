@@ -1,0 +1,84 @@
+package oci
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hutch-vm/hutch/internal/agent"
+	"github.com/hutch-vm/hutch/internal/guest"
+	"github.com/hutch-vm/hutch/internal/virtiofs"
+)
+
+// rootfsEntry is the rootfs's name in the container's shared tree.
+const rootfsEntry = agent.SharedRootfs
+
+// sharingUnavailable says why a container's files cannot be shared with
+// its VM: no virtiofsd on the host, or no virtiofs in the guest's kernel.
+func sharingUnavailable(g Guest) error {
+	if _, err := virtiofs.Find(); err != nil {
+		return err
+	}
+	if _, err := guest.ResolveModules(filepath.Join(g.ModulesRoot, g.Release), []string{"virtiofs"}); err != nil {
+		return fmt.Errorf("the guest kernel %s has no virtiofs module", g.Release)
+	}
+	return nil
+}
+
+// fileShares is the container's tree: its rootfs and every bind mount of a
+// directory or file, read-only where the configuration says so (the
+// host's mounts enforce it). Binds of anything else (a socket, a device)
+// cannot cross into a VM; they are left out and said in the log. The
+// returned map names each shared mount's entry by its index in Mounts.
+func fileShares(b *Bundle) (*virtiofs.Server, map[int]string, error) {
+	bin, err := virtiofs.Find()
+	if err != nil {
+		return nil, nil, err
+	}
+	srv := &virtiofs.Server{Binary: bin}
+	ro := b.Spec.Root != nil && b.Spec.Root.Readonly
+	srv.Entries = append(srv.Entries, virtiofs.Entry{Name: rootfsEntry, Source: b.Rootfs, ReadOnly: ro})
+	names := map[int]string{}
+	for i, m := range b.Spec.Mounts {
+		if !isBind(m) {
+			continue
+		}
+		fi, err := os.Stat(m.Source)
+		if err != nil {
+			return nil, nil, fmt.Errorf("bind mount %s: %w", m.Source, err)
+		}
+		if !fi.IsDir() && !fi.Mode().IsRegular() {
+			slog.Warn("a bind mount of something other than a file or directory cannot reach the VM", "source", m.Source, "destination", m.Destination, "type", fi.Mode().Type().String())
+			continue
+		}
+		name := "m" + strconv.Itoa(i)
+		names[i] = name
+		srv.Entries = append(srv.Entries, virtiofs.Entry{Name: name, Source: m.Source, ReadOnly: slices.Contains(m.Options, "ro")})
+	}
+	if srv.UIDMap, srv.GIDMap, srv.Helpers, err = virtiofs.Mapping(); err != nil {
+		return nil, nil, err
+	}
+	return srv, names, nil
+}
+
+// sharedSetup fills in the agent's setup for a shared tree: the rootfs and
+// the bind mounts come from it, nothing is copied.
+func sharedSetup(out *agent.Setup, spec *specs.Spec, names map[int]string) {
+	out.Shared = true
+	for i, m := range spec.Mounts {
+		if isBind(m) {
+			name, ok := names[i]
+			if !ok {
+				continue
+			}
+			out.Mounts = append(out.Mounts, agent.Mount{Destination: m.Destination, Type: "bind", Shared: name, Options: m.Options})
+			continue
+		}
+		out.Mounts = append(out.Mounts, agent.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
+	}
+}
