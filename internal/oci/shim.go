@@ -286,7 +286,7 @@ func sharesCallersNet() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	caller, err := os.Stat(fmt.Sprintf("/proc/%d/ns/net", os.Getppid()))
+	caller, err := os.Stat(fmt.Sprintf("/proc/%d/ns/net", store.ParentInProc()))
 	if err != nil {
 		return false, err
 	}

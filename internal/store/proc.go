@@ -81,6 +81,20 @@ func startTime(pid int) (uint64, error) {
 
 // statFields splits /proc/<pid>/stat after the command name, which may
 // itself hold spaces and parentheses; f[0] is the state (field 3).
+// ParentInProc is this process's parent's pid as /proc numbers it, or 0.
+func ParentInProc() int {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0
+	}
+	f, err := statFields(b)
+	if err != nil {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
 func statFields(b []byte) ([]string, error) {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
