@@ -111,6 +111,9 @@ func setup(dir string) error {
 		return err
 	}
 	podman = &podmanRunner{u}
+	// A run killed earlier (with its reaper) leaves Podman's pause process
+	// dead, and Podman refuses to go on until told to start afresh.
+	podman.podman("system", "migrate").Run()
 	if out, err := podman.podman("import", rootfsTar, image).CombinedOutput(); err != nil {
 		return fmt.Errorf("podman import: %v: %s", err, out)
 	}
