@@ -49,7 +49,7 @@ func (e *Engine) resolveImage(name string) string {
 // A disk image with shares gets a seed even without either: cloud-init is
 // what mounts them.
 func (e *Engine) planCloud(s *Spec, mounts []virtiofs.GuestMount) (*cloudPlan, error) {
-	if s.SSH == nil && s.CloudInit == "" && (len(mounts) == 0 || s.Kernel != "") {
+	if s.SSH == nil && s.CloudInit == "" && (len(mounts) == 0 || s.Image == "") {
 		return nil, nil
 	}
 	c := &cloudPlan{doc: map[string]any{}}
@@ -67,7 +67,7 @@ func (e *Engine) planCloud(s *Spec, mounts []virtiofs.GuestMount) (*cloudPlan, e
 		}
 		s.CloudInit = path
 	}
-	if len(mounts) > 0 && s.Kernel == "" {
+	if len(mounts) > 0 && s.Image != "" {
 		var err error
 		if c.doc, err = cloudinit.MergeBootcmd(c.doc, shareCommand(mounts)); err != nil {
 			return nil, invalid("--cloud-init %s: %v", s.CloudInit, err)

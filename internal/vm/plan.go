@@ -267,8 +267,9 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 	}
 	if shares != nil {
 		cfg.FSFD, cfg.FSTag = fds.add(FD{Kind: FDShare}), virtiofs.Tag
-		if s.Kernel != "" {
+		if s.Image == "" {
 			// hutch's own inits mount what this names; another init can.
+			// A disk image's cloud-init mounts them (planCloud).
 			cfg.Append = strings.TrimSpace(cfg.Append + " " + virtiofs.CmdlineParam(mounts))
 		}
 	}

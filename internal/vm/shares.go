@@ -13,8 +13,9 @@ import (
 
 // planShares checks every -v against the host and returns the VM's file
 // server, or nil without shares. A share must be a directory this user
-// can read, not /, and not inside hutch's own state: a guest that could
-// write VM records could change what the next start runs.
+// can read, not /, not inside hutch's own state, and, when writable, not
+// holding it: a guest that could write VM records could change what the
+// next start runs.
 func (e *Engine) planShares(s *Spec, paths store.Paths) (*virtiofs.Server, []virtiofs.GuestMount, error) {
 	if len(s.Volumes) == 0 {
 		return nil, nil, nil
@@ -57,6 +58,9 @@ func (e *Engine) planShares(s *Spec, paths store.Paths) (*virtiofs.Server, []vir
 		for _, d := range own {
 			if real == d || strings.HasPrefix(real, d+"/") {
 				return nil, nil, invalid("-v %s is inside hutch's own state (%s): share a directory of your own", v.Source, d)
+			}
+			if !v.ReadOnly && strings.HasPrefix(d, real+"/") {
+				return nil, nil, invalid("-v %s holds hutch's own state (%s), which a guest could rewrite to change what hutch runs: add :ro, or share a directory that does not hold it", v.Source, d)
 			}
 		}
 		name := strconv.Itoa(i)

@@ -185,13 +185,23 @@ func memAtLeast(line string, kib int) bool {
 }
 
 // TestSSHOnly: the plain case, --ssh and nothing else of cloud-init's,
-// on an image named by path and a generated VM name.
+// on an image named by path and a generated VM name, with a host
+// directory shared (-v), which cloud-init mounts.
 func TestSSHOnly(t *testing.T) {
 	t.Parallel()
 	u := newVMUser(t)
+	share := u.path("files/share")
+	if err := os.Mkdir(share, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(share, "in.txt"), []byte("from-the-host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(share, u.uid, u.gid)
+	os.Chown(filepath.Join(share, "in.txt"), u.uid, u.gid)
 	start := time.Now()
 	name := strings.TrimSpace(u.must("run", "--memory", "1G", "--kernel", debian.Kernel, "--initrd", debian.Initrd,
-		"--append", guestAppend, "--ssh", "--wait", "--wait-timeout", waitTimeout, debian.Disk))
+		"--append", guestAppend, "--ssh", "-v", share+":/mnt/host", "--wait", "--wait-timeout", waitTimeout, debian.Disk))
 	t.Logf("hutch run --ssh --wait returned after %s", time.Since(start).Round(time.Second))
 	pub, err := os.ReadFile(u.path("data/hutch/ssh/id_ed25519.pub"))
 	if err != nil {
@@ -207,6 +217,17 @@ func TestSSHOnly(t *testing.T) {
 	}
 	if ip := u.must("ssh", name, "--", "ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(ip, "dynamic") {
 		t.Errorf("eth0 has no address from DHCP: %q", ip)
+	}
+	// The share: the guest reads the host's file, and its root writes as
+	// the user (the guest's other users as the user's subordinate ids).
+	if got := u.must("ssh", name, "--", "cat", "/mnt/host/in.txt"); got != "from-the-host\n" {
+		t.Errorf("the guest reads %q from the share", got)
+	}
+	u.must("ssh", name, "--", "sudo", "-n", "sh", "-c", "'echo from-the-guest > /mnt/host/out.txt'")
+	if b, err := os.ReadFile(filepath.Join(share, "out.txt")); err != nil || string(b) != "from-the-guest\n" {
+		t.Errorf("the guest's write did not reach the host: %q, %v", b, err)
+	} else {
+		assertOwner(t, filepath.Join(share, "out.txt"), u.uid)
 	}
 	u.must("rm", "-f", name)
 }
