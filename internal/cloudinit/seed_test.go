@@ -241,3 +241,21 @@ func TestMergeLoginManagesEtcHosts(t *testing.T) {
 		t.Fatalf("the user's manage_etc_hosts was replaced: %v", merged["manage_etc_hosts"])
 	}
 }
+
+func TestMergeBootcmd(t *testing.T) {
+	doc := map[string]any{"bootcmd": []any{"echo mine"}}
+	out, err := MergeBootcmd(doc, []string{"sh", "-c", "mount x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := out["bootcmd"].([]any)
+	if len(list) != 2 || list[0] != "echo mine" || len(list[1].([]any)) != 3 {
+		t.Errorf("bootcmd = %v", list)
+	}
+	if len(doc["bootcmd"].([]any)) != 1 {
+		t.Error("MergeBootcmd changed its input")
+	}
+	if _, err := MergeBootcmd(map[string]any{"bootcmd": "x"}, []string{"true"}); err == nil {
+		t.Error("a bootcmd that is not a list was taken")
+	}
+}

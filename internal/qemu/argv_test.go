@@ -79,3 +79,18 @@ func TestArgvFirmwareAndDisplay(t *testing.T) {
 		t.Errorf("BIOS disk boot argv: %s", got)
 	}
 }
+
+func TestArgvShares(t *testing.T) {
+	c := Config{Machine: Q35, Accel: "tcg", CPUs: 1, MemoryMiB: 256, SerialFD: 3, QMPFD: 4, FSFD: 7, FSTag: "hutch"}
+	a := strings.Join(c.Argv("qemu"), " ")
+	for _, want := range []string{"-machine q35,memory-backend=mem", "memory-backend-memfd,id=mem,size=256M,share=on",
+		"socket,id=fs,fd=7", "vhost-user-fs-pci,chardev=fs,tag=hutch"} {
+		if !strings.Contains(a, want) {
+			t.Errorf("argv lacks %q: %s", want, a)
+		}
+	}
+	c.Machine = MicroVM
+	if a := strings.Join(c.Argv("qemu"), " "); !strings.Contains(a, "microvm,acpi=on,memory-backend=mem") || !strings.Contains(a, "vhost-user-fs-device") {
+		t.Errorf("microvm argv: %s", a)
+	}
+}

@@ -189,8 +189,9 @@ func IdentityOf(uidMap string) ([]IDMap, error) {
 			return nil, fmt.Errorf("bad line %q", line)
 		}
 		in, err1 := strconv.ParseUint(f[0], 10, 32)
-		n, err2 := strconv.ParseUint(f[2], 10, 32)
-		if err1 != nil || err2 != nil || n == 0 {
+		_, err2 := strconv.ParseUint(f[1], 10, 32)
+		n, err3 := strconv.ParseUint(f[2], 10, 32)
+		if err1 != nil || err2 != nil || err3 != nil || n == 0 {
 			return nil, fmt.Errorf("bad line %q", line)
 		}
 		zero = zero || in == 0

@@ -102,3 +102,18 @@ func TestParseDisk(t *testing.T) {
 		}
 	}
 }
+
+func TestParseVolume(t *testing.T) {
+	v, err := parseVolume("/src:/data:ro")
+	if err != nil || v != (Volume{Source: "/src", Target: "/data", ReadOnly: true}) {
+		t.Errorf("parseVolume = %+v, %v", v, err)
+	}
+	if v, err := parseVolume("/src:/data/:rw"); err != nil || v.ReadOnly || v.Target != "/data" {
+		t.Errorf("parseVolume rw = %+v, %v", v, err)
+	}
+	for _, bad := range []string{"/src", "/src:", ":/data", "/src:data", "/src:/", "/src:/d:rx", "/src:/a,b", "/src:/a b", "/a:/b:ro:x"} {
+		if _, err := parseVolume(bad); err == nil || !IsInput(err) {
+			t.Errorf("parseVolume(%q) = %v, want an input error", bad, err)
+		}
+	}
+}
