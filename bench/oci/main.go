@@ -164,7 +164,7 @@ func buildImage(u *ocitest.User, runc, work, name string, mb int) error {
 	if err := os.MkdirAll(ctx, 0o755); err != nil {
 		return err
 	}
-	cf := fmt.Sprintf("FROM %s\nRUN head -c %dM /dev/urandom > /blob\n", image, mb)
+	cf := fmt.Sprintf("FROM %s\nRUN dd if=/dev/urandom of=/blob bs=1M count=%d\n", image, mb)
 	if err := os.WriteFile(filepath.Join(ctx, "Containerfile"), []byte(cf), 0o644); err != nil {
 		return err
 	}
