@@ -34,7 +34,9 @@ func sharingUnavailable(g Guest) error {
 // directory or file, read-only where the configuration says so (the
 // host's mounts enforce it). Binds of anything else (a socket, a device)
 // cannot cross into a VM; they are left out and said in the log. The
-// returned map names each shared mount's entry by its index in Mounts.
+// returned map gives each shared mount's path in the tree by its index in
+// Mounts: a directory of its own holding the source under its base name,
+// which the guest's mountinfo then shows as runc's would.
 func fileShares(b *Bundle) (*virtiofs.Server, map[int]string, error) {
 	bin, err := virtiofs.Find()
 	if err != nil {
@@ -56,9 +58,12 @@ func fileShares(b *Bundle) (*virtiofs.Server, map[int]string, error) {
 			slog.Warn("a bind mount of something other than a file or directory cannot reach the VM", "source", m.Source, "destination", m.Destination, "type", fi.Mode().Type().String())
 			continue
 		}
-		name := "m" + strconv.Itoa(i)
-		names[i] = name
-		srv.Entries = append(srv.Entries, virtiofs.Entry{Name: name, Source: m.Source, ReadOnly: slices.Contains(m.Options, "ro")})
+		e := virtiofs.Entry{Name: "m" + strconv.Itoa(i), Source: m.Source, ReadOnly: slices.Contains(m.Options, "ro")}
+		if base := filepath.Base(m.Source); base != "/" && base != "." && base != ".." {
+			e.Base = base
+		}
+		names[i] = e.Path()
+		srv.Entries = append(srv.Entries, e)
 	}
 	if srv.UIDMap, srv.GIDMap, srv.Helpers, err = virtiofs.Mapping(); err != nil {
 		return nil, nil, err

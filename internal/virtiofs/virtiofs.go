@@ -66,6 +66,18 @@ type Entry struct {
 	Name     string `json:"name"`   // one path element
 	Source   string `json:"source"` // an absolute host path: a directory or a file
 	ReadOnly bool   `json:"readOnly,omitempty"`
+	// Base, when set, puts the source at Name/Base instead of Name: the
+	// guest's mountinfo then names the source's own base name, as a
+	// bind mount's root under runc does.
+	Base string `json:"base,omitempty"`
+}
+
+// Path is where the entry is in the tree.
+func (e Entry) Path() string {
+	if e.Base != "" {
+		return e.Name + "/" + e.Base
+	}
+	return e.Name
 }
 
 // IDMap is one line of a user namespace's uid_map or gid_map.
@@ -208,8 +220,14 @@ func IdentityOf(uidMap string) ([]IDMap, error) {
 func CheckEntries(es []Entry) error {
 	seen := map[string]bool{}
 	for _, e := range es {
-		if e.Name == "" || e.Name == "." || e.Name == ".." || strings.ContainsRune(e.Name, '/') {
-			return fmt.Errorf("share name %q is not one path element", e.Name)
+		names := []string{e.Name}
+		if e.Base != "" {
+			names = append(names, e.Base)
+		}
+		for _, n := range names {
+			if n == "" || n == "." || n == ".." || strings.ContainsRune(n, '/') {
+				return fmt.Errorf("share name %q is not one path element", n)
+			}
 		}
 		if seen[e.Name] {
 			return fmt.Errorf("share name %q is given twice", e.Name)
@@ -401,8 +419,11 @@ func Stage(specJSON string) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("virtiofsd stage: no_new_privs: %w", err)
 	}
+	// No announce_submounts: the guest then sees the tree as one
+	// filesystem, and a bind of an entry keeps the entry's path as its
+	// root in the guest's mountinfo (as runc's binds show the source's).
 	argv := []string{s.Binary, "--fd=3", "-o", "source=" + s.Root, "-o", "sandbox=namespace",
-		"-o", "cache=" + Cache, "-o", "announce_submounts", "-o", "no_posix_lock",
+		"-o", "cache=" + Cache, "-o", "no_posix_lock",
 		// Raising the descriptor limit needs a capability of the host's
 		// namespace, which the daemon does not have.
 		"--rlimit-nofile=0"}
@@ -421,7 +442,12 @@ func assemble(s Server) error {
 		return fmt.Errorf("mount a tmpfs on %s: %w", s.Root, err)
 	}
 	for _, e := range s.Entries {
-		dst := filepath.Join(s.Root, e.Name)
+		if e.Base != "" {
+			if err := os.Mkdir(filepath.Join(s.Root, e.Name), 0o755); err != nil {
+				return fmt.Errorf("share %s: %w", e.Source, err)
+			}
+		}
+		dst := filepath.Join(s.Root, e.Path())
 		fi, err := os.Stat(e.Source)
 		if err != nil {
 			return fmt.Errorf("share %s: %w", e.Source, err)

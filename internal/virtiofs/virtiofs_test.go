@@ -78,3 +78,18 @@ func TestCmdline(t *testing.T) {
 		}
 	}
 }
+
+func TestEntryBase(t *testing.T) {
+	e := Entry{Name: "m9", Source: "/etc", Base: "etc"}
+	if e.Path() != "m9/etc" {
+		t.Errorf("Path = %q", e.Path())
+	}
+	if err := CheckEntries([]Entry{e}); err != nil {
+		t.Error(err)
+	}
+	for _, bad := range []string{"..", "a/b", "."} {
+		if err := CheckEntries([]Entry{{Name: "m1", Source: "/x", Base: bad}}); err == nil {
+			t.Errorf("base %q taken", bad)
+		}
+	}
+}
