@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -20,6 +19,7 @@ import (
 	"github.com/hutch-vm/hutch/internal/agent"
 	"github.com/hutch-vm/hutch/internal/config"
 	"github.com/hutch-vm/hutch/internal/console"
+	"github.com/hutch-vm/hutch/internal/launcher"
 	"github.com/hutch-vm/hutch/internal/qemu"
 	"github.com/hutch-vm/hutch/internal/store"
 	"github.com/hutch-vm/hutch/internal/virtiofs"
@@ -46,9 +46,8 @@ type shim struct {
 	shareNames map[int]string
 	// fs is the running virtiofsd, fsConn the VMM's end of its socket
 	// until the VMM has it.
-	fs       *exec.Cmd
-	fsExited chan struct{}
-	fsConn   *os.File
+	fs     *launcher.Helper
+	fsConn *os.File
 	// hostRoot says create gave the shim a mount namespace of its own and
 	// the host's root at hostRootFD.
 	hostRoot bool

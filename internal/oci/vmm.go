@@ -5,19 +5,20 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/hutch-vm/hutch/internal/accel"
 	"github.com/hutch-vm/hutch/internal/agent"
 	"github.com/hutch-vm/hutch/internal/config"
+	"github.com/hutch-vm/hutch/internal/disk"
 	"github.com/hutch-vm/hutch/internal/identity"
 	"github.com/hutch-vm/hutch/internal/launch"
+	"github.com/hutch-vm/hutch/internal/launcher"
 	"github.com/hutch-vm/hutch/internal/qemu"
 	"github.com/hutch-vm/hutch/internal/store"
 	"github.com/hutch-vm/hutch/internal/virtiofs"
+	vmplan "github.com/hutch-vm/hutch/internal/vm"
 )
 
 // runtimeConfig is hutch-runtime's configuration: the system file when
@@ -44,12 +45,6 @@ func runtimeConfig() (config.Config, string, error) {
 // without them (median of 4, q35, TCG).
 const KernelCmdline = "console=ttyS0 panic=-1 quiet tsc=reliable no_timer_check i8042.noaux i8042.nokbd i8042.nopnp cryptomgr.notests"
 
-// vmmRlimits: no core dumps of guest memory, a sane descriptor count.
-var vmmRlimits = []launch.Rlimit{
-	{Resource: unix.RLIMIT_CORE, Cur: 0, Max: 0},
-	{Resource: unix.RLIMIT_NOFILE, Cur: 4096, Max: 4096},
-}
-
 // vm is a started VMM and the host ends of its channels.
 type vm struct {
 	cmd *exec.Cmd
@@ -65,10 +60,11 @@ type vm struct {
 	accel   accel.Decision
 }
 
-// bootVM starts the container's VMM: QEMU opens no path, everything it
-// uses is a descriptor this process opened (the rootfs image, sealed
-// copies of kernel and initrd, sockets), so its identity needs no
-// permission on any file.
+// bootVM starts the container's VMM through the launcher every VM uses:
+// QEMU opens no path, everything it uses is a descriptor this process
+// opened (the file server's socket or the rootfs image, sealed copies of
+// kernel and initrd, sockets), so its identity needs no permission on any
+// file.
 func (s *shim) bootVM(g Guest) (*vm, error) {
 	choice, err := accel.Decide(s.cfg.Accel, accel.Device)
 	if err != nil {
@@ -103,39 +99,35 @@ func (s *shim) bootVM(g Guest) (*vm, error) {
 		v.user.UID, v.user.GID = lease.UID, lease.GID
 	}
 
-	var files []*os.File
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	add := func(f *os.File) int {
-		files = append(files, f)
-		return 2 + len(files)
-	}
-	pair := func(name string) (net.Conn, int, error) {
+	pair := func(name string) (net.Conn, *os.File, error) {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
-			return nil, 0, fmt.Errorf("socketpair for %s: %w", name, err)
+			return nil, nil, fmt.Errorf("socketpair for %s: %w", name, err)
 		}
 		mine := os.NewFile(uintptr(fds[0]), name)
 		defer mine.Close()
+		theirs := os.NewFile(uintptr(fds[1]), name)
 		c, err := net.FileConn(mine)
 		if err != nil {
-			unix.Close(fds[1])
-			return nil, 0, fmt.Errorf("socketpair for %s: %w", name, err)
+			theirs.Close()
+			return nil, nil, fmt.Errorf("socketpair for %s: %w", name, err)
 		}
-		return c, add(os.NewFile(uintptr(fds[1]), name)), nil
+		return c, theirs, nil
 	}
-	cfg := qemu.Config{Machine: qemu.Q35, Accel: choice.Accel, AgentPort: agent.PortName, Append: KernelCmdline}
-	cfg.MemoryMiB, cfg.CPUs = machineSize(s.bundle.Spec)
-	if v.serial, cfg.SerialFD, err = pair("serial"); err != nil {
+	plan, err := s.plan(g, v, choice)
+	if err != nil {
 		return nil, err
 	}
-	if v.agent, cfg.AgentFD, err = pair("agent"); err != nil {
+	ch := launcher.Channels{FS: s.fsConn}
+	if v.serial, ch.Serial, err = pair("serial"); err != nil {
+		return nil, err
+	}
+	defer ch.Serial.Close()
+	if v.agent, ch.Agent, err = pair("agent"); err != nil {
 		v.serial.Close()
 		return nil, err
 	}
+	defer ch.Agent.Close()
 	fail := func(err error) (*vm, error) {
 		v.serial.Close()
 		v.agent.Close()
@@ -146,72 +138,52 @@ func (s *shim) bootVM(g Guest) (*vm, error) {
 	if err != nil {
 		return fail(fmt.Errorf("listen for QMP: %w", err))
 	}
-	lf, err := l.File()
+	ch.QMP, err = l.File()
 	l.Close()
 	if err != nil {
 		return fail(fmt.Errorf("listen for QMP: %w", err))
 	}
-	cfg.QMPFD = add(lf)
-	for _, b := range []struct {
-		path string
-		fd   *int
-	}{{g.Kernel, &cfg.KernelFD}, {g.Initrd, &cfg.InitrdFD}} {
-		f, err := launch.SealedCopy(b.path)
-		if err != nil {
-			return fail(fmt.Errorf("pass %s to the VMM: %w", b.path, err))
-		}
-		*b.fd = add(f)
-	}
-	if s.fsConn != nil {
-		cfg.FSFD, cfg.FSTag = add(s.fsConn), virtiofs.Tag
-		s.fsConn = nil // the VMM's now
-	} else {
-		// A writable drive needs a read-only and a read-write descriptor:
-		// QEMU probes read-only first.
-		set := qemu.FDSet{ID: 1}
-		for _, mode := range []int{os.O_RDONLY, os.O_RDWR} {
-			f, err := os.OpenFile(s.paths.Rootfs(), mode, 0)
-			if err != nil {
-				return fail(fmt.Errorf("open the rootfs image: %w", err))
-			}
-			set.FDs = append(set.FDs, add(f))
-		}
-		cfg.FDSets = []qemu.FDSet{set}
-		cfg.Drives = []qemu.Drive{{Layers: []qemu.Layer{{FDSet: 1, Format: "raw"}}}}
-	}
-	cfg.Netdev = s.net.Netdev("n0")
-	bin, err := exec.LookPath(qemu.Binary)
-	if err != nil {
-		return fail(fmt.Errorf("%s not found: install qemu-system-x86", qemu.Binary))
-	}
-	argv := cfg.Argv(bin)
-	if v.cmd, err = s.vmmCommand(v.user, argv, len(files)); err != nil {
+	defer ch.QMP.Close()
+	if v.cmd, err = launcher.StartVMM(plan, ch, s.log, nil); err != nil {
 		return fail(err)
 	}
-	v.cmd.ExtraFiles = files
-	v.cmd.Stdout, v.cmd.Stderr = s.log, s.log
-	if err := v.cmd.Start(); err != nil {
-		return fail(fmt.Errorf("start %s: %w", qemu.Binary, err))
+	if s.fsConn != nil {
+		s.fsConn.Close() // the VMM has its own
+		s.fsConn = nil
 	}
 	v.exited = make(chan struct{})
 	go func() { v.exitErr = v.cmd.Wait(); close(v.exited) }()
 	return v, nil
 }
 
-// vmmCommand prepares argv as the VMM's identity: directly when hutch-runtime
-// is unprivileged, through the launch stage (no capabilities,
-// no_new_privs, the chosen ids) otherwise.
-func (s *shim) vmmCommand(u VMMUser, argv []string, nfiles int) (*exec.Cmd, error) {
-	if u.Kind == KindSelf {
-		return &exec.Cmd{Path: argv[0], Args: argv, Env: []string{},
-			SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}}, nil
-	}
-	self, err := os.Executable()
+// plan is the container's VM as the one plan type every VM has: its
+// machine, accelerator and size, the kernel and initramfs (sealed copies:
+// the VMM's identity may not reopen them), the channels, the shared files
+// or the fallback's rootfs image, the network, and who the VMM runs as.
+func (s *shim) plan(g Guest, v *vm, choice accel.Decision) (*vmplan.Plan, error) {
+	bin, err := exec.LookPath(qemu.Binary)
 	if err != nil {
-		return nil, fmt.Errorf("find the hutch-runtime executable: %w", err)
+		return nil, fmt.Errorf("%s not found: install qemu-system-x86", qemu.Binary)
 	}
-	return launch.Command(self, launch.Spec{UID: u.UID, GID: u.GID, Groups: u.Groups, Argv: argv,
-		Env: []string{}, Rlimits: vmmRlimits, NumExtraFiles: nfiles})
+	var fds vmplan.FDTable
+	cfg := qemu.Config{Machine: qemu.Q35, Accel: choice.Accel, AgentPort: agent.PortName, Append: KernelCmdline,
+		SerialFD: fds.Add(vmplan.FD{Kind: vmplan.FDSerial}), QMPFD: fds.Add(vmplan.FD{Kind: vmplan.FDQMP}),
+		KernelFD: fds.Add(vmplan.FD{Kind: vmplan.FDCopy, Path: g.Kernel}), InitrdFD: fds.Add(vmplan.FD{Kind: vmplan.FDCopy, Path: g.Initrd})}
+	cfg.MemoryMiB, cfg.CPUs = machineSize(s.bundle.Spec)
+	if s.fsConn != nil {
+		cfg.FSFD, cfg.FSTag = fds.Add(vmplan.FD{Kind: vmplan.FDShare}), virtiofs.Tag
+	} else {
+		fds.Drive(&cfg, []disk.Layer{{Path: s.paths.Rootfs(), Format: disk.Raw}}, false, false)
+	}
+	cfg.Netdev = s.net.Netdev("n0")
+	cfg.AgentFD = fds.Add(vmplan.FD{Kind: vmplan.FDAgent})
+	p := &vmplan.Plan{QEMU: bin, VMM: cfg, FDs: fds.FDs, Accel: choice, Shares: s.shares,
+		System: v.user.Kind != KindSelf, SharedIdentity: v.user.Kind != KindLease,
+		Identity: identity.Identity{UID: int(v.user.UID), GID: int(v.user.GID), Groups: []int{}}}
+	for _, g := range v.user.Groups {
+		p.Identity.Groups = append(p.Identity.Groups, int(g))
+	}
+	return p, nil
 }
 
 // callerGroups are the groups this process runs with: the engine's user's.
@@ -257,40 +229,20 @@ func ledger() (*identity.Ledger, error) {
 // the daemon runs in.
 func (s *shim) startFS() error {
 	s.shares.Root = s.paths.FS()
-	if err := os.Mkdir(s.shares.Root, 0o700); err != nil && !os.IsExist(err) {
-		return fmt.Errorf("create %s: %w", s.shares.Root, err)
-	}
 	logf, err := os.OpenFile(s.paths.FSLog(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("open the virtiofsd log: %w", err)
 	}
 	defer logf.Close()
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find the hutch-runtime executable: %w", err)
-	}
-	if s.fs, s.fsConn, err = s.shares.Start(self, logf); err != nil {
-		return err
-	}
-	s.fsExited = make(chan struct{})
-	go func() { s.fs.Wait(); close(s.fsExited) }()
-	return nil
+	s.fs, s.fsConn, err = launcher.StartFS(s.shares, logf, nil)
+	return err
 }
 
-// stopFS ends the file server: it leaves by itself once QEMU, its one
-// client, is gone, and is made to otherwise.
+// stopFS ends the file server once the VMM, its one client, is gone.
 func (s *shim) stopFS() {
 	if s.fsConn != nil {
 		s.fsConn.Close()
+		s.fsConn = nil
 	}
-	if s.fs == nil {
-		return
-	}
-	select {
-	case <-s.fsExited:
-		return
-	case <-time.After(500 * time.Millisecond):
-	}
-	s.fs.Process.Kill()
-	<-s.fsExited
+	s.fs.Stop()
 }

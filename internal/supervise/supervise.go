@@ -20,6 +20,7 @@ import (
 
 	"github.com/hutch-vm/hutch/internal/cgroup"
 	"github.com/hutch-vm/hutch/internal/identity"
+	"github.com/hutch-vm/hutch/internal/launcher"
 	"github.com/hutch-vm/hutch/internal/qemu"
 	"github.com/hutch-vm/hutch/internal/store"
 	"github.com/hutch-vm/hutch/internal/vm"
@@ -73,8 +74,8 @@ func Run(l store.Layout, name string, ready *os.File, attach *os.File) error {
 		}
 		var signalled bool
 		code, reason, noQMP, signalled = s.watch(cmd, &ready, sigs)
-		stopPasst(s.passt, s.passtExited)
-		stopPasst(s.fs, s.fsExited)
+		s.passt.Stop()
+		s.fs.Stop()
 		s.console.close()
 		// The install phase of a --cdrom VM ends with its first QEMU: an
 		// installer's reboot ends QEMU (-no-reboot), and the next start
@@ -129,8 +130,9 @@ func (s *supervisor) watch(cmd *exec.Cmd, ready **os.File, sigs <-chan os.Signal
 	var werr error
 	for waiting := true; waiting; {
 		select {
-		case err := <-s.passtExited:
-			s.passt, s.passtExited = nil, nil // reaped: nothing left to stop
+		case <-s.passt.Done():
+			err := s.passt.Err()
+			s.passt = nil // reaped: nothing left to stop
 			why := fmt.Sprintf("passt exited (%v): the vm has no network", err)
 			slog.Error(why)
 			store.Update(s.paths, func(r *vm.Record) error { r.Status.NetworkError = why; return nil })
@@ -197,14 +199,11 @@ type supervisor struct {
 	rec     vm.Record
 	console *mux
 
-	passt       *exec.Cmd
-	passtExited chan error // nil when no passt runs
-	// fs is the VM's virtiofsd and fsConn QEMU's end of its socket.
-	fs       *exec.Cmd
-	fsExited chan error
-	fsConn   *os.File
-	cgroup   *cgroup.Group
-	ledger   *identity.Ledger // the lease of a system VM
+	// passt and fs are the VM's helpers, nil when it has none.
+	passt  *launcher.Helper
+	fs     *launcher.Helper
+	cgroup *cgroup.Group
+	ledger *identity.Ledger // the lease of a system VM
 }
 
 // makeRunDir makes the VM's private runtime dir, owned by the identity
@@ -288,26 +287,32 @@ func (s *supervisor) start(attach *os.File) (*exec.Cmd, error) {
 	}
 	go s.console.run()
 
-	var passtProc store.Proc
+	var passtProc, fsProc store.Proc
 	if h := s.rec.Plan.Passt; h != nil {
-		if s.passt, s.passtExited, err = s.startPasst(h); err != nil {
+		if s.passt, err = s.startPasst(h); err != nil {
 			return nil, err
 		}
-		passtProc, _ = store.ProcOf(s.passt.Process.Pid)
+		passtProc, _ = store.ProcOf(s.passt.Cmd.Process.Pid)
 	}
-
 	stopHelpers := func() {
-		stopPasst(s.passt, s.passtExited)
-		stopPasst(s.fs, s.fsExited)
+		s.passt.Stop()
+		s.fs.Stop()
 	}
-	var fsProc store.Proc
+	ch := launcher.Channels{Serial: theirs, QMP: qmpFile, Tap: s.openTap}
 	if srv := s.rec.Plan.Shares; srv != nil {
-		if err := s.startFS(srv); err != nil {
+		logf, err := os.OpenFile(s.paths.FSLog(), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			stopHelpers()
+			return nil, fmt.Errorf("open virtiofsd log: %w", err)
+		}
+		s.fs, ch.FS, err = launcher.StartFS(srv, logf, s.cgroupProcs())
+		logf.Close()
+		if err != nil {
 			stopHelpers()
 			return nil, err
 		}
-		defer func() { s.fsConn.Close(); s.fsConn = nil }()
-		fsProc, _ = store.ProcOf(s.fs.Process.Pid)
+		defer ch.FS.Close()
+		fsProc, _ = store.ProcOf(s.fs.Cmd.Process.Pid)
 	}
 	vmmLog, err := os.OpenFile(s.paths.VMMLog(), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -315,21 +320,11 @@ func (s *supervisor) start(attach *os.File) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("open qemu log: %w", err)
 	}
 	defer vmmLog.Close()
-	files, err := s.vmmFiles(theirs, qmpFile)
-	if err != nil {
-		stopHelpers()
-		return nil, err
-	}
-	defer closeAll(files)
 	// fd 3+i is the plan's i-th descriptor.
-	cmd, err := s.spawn(s.rec.Plan.VMM.Argv(s.rec.Plan.QEMU), files, vmmLog)
+	cmd, err := launcher.StartVMM(&s.rec.Plan, ch, vmmLog, s.cgroupProcs())
 	if err != nil {
 		stopHelpers()
 		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		stopHelpers()
-		return nil, fmt.Errorf("start %s: %w", s.rec.Plan.QEMU, err)
 	}
 	self, _ := store.Self()
 	vmm, _ := store.ProcOf(cmd.Process.Pid) // a QEMU already gone is seen at Wait

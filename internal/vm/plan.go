@@ -28,6 +28,7 @@ const (
 	FDFile   = "file"   // Path, opened read-only or (Write) read-write
 	FDCopy   = "copy"   // a sealed memfd copy of Path, for files the VMM may not reopen
 	FDShare  = "share"  // a connected socket to the VM's virtiofsd
+	FDAgent  = "agent"  // a connected socket, the other end a guest agent's channel
 )
 
 // FD is one descriptor QEMU inherits. The supervisor makes or opens them in
@@ -38,34 +39,36 @@ type FD struct {
 	Write bool   `json:"write,omitempty"`
 }
 
-// fdTable assigns descriptor numbers as the plan is built.
-type fdTable struct {
-	fds  []FD
+// FDTable assigns descriptor numbers as a plan is built.
+type FDTable struct {
+	FDs  []FD
 	sets int
 }
 
-func (t *fdTable) add(fd FD) int {
-	t.fds = append(t.fds, fd)
-	return 2 + len(t.fds)
+// Add appends fd and returns the number QEMU will know it by.
+func (t *FDTable) Add(fd FD) int {
+	t.FDs = append(t.FDs, fd)
+	return 2 + len(t.FDs)
 }
 
 // drive passes every layer of a chain as an fdset: read-only, plus
 // read-write for the top of a writable drive.
-func (t *fdTable) drive(cfg *qemu.Config, chain []disk.Layer, readOnly, boot bool) {
+// Drive adds a disk of chain, top first, to cfg.
+func (t *FDTable) Drive(cfg *qemu.Config, chain []disk.Layer, readOnly, boot bool) {
 	d := qemu.Drive{ReadOnly: readOnly, Boot: boot}
 	for i, l := range chain {
-		d.Layers = append(d.Layers, qemu.Layer{FDSet: t.fileSet(cfg, l.Path, i == 0 && !readOnly), Format: l.Format})
+		d.Layers = append(d.Layers, qemu.Layer{FDSet: t.FileSet(cfg, l.Path, i == 0 && !readOnly), Format: l.Format})
 	}
 	cfg.Drives = append(cfg.Drives, d)
 }
 
-// fileSet passes path as an fdset, opened read-only and, when write, also
+// FileSet passes path as an fdset, opened read-only and, when write, also
 // read-write (QEMU probes read-only first), and returns its id.
-func (t *fdTable) fileSet(cfg *qemu.Config, path string, write bool) int {
+func (t *FDTable) FileSet(cfg *qemu.Config, path string, write bool) int {
 	t.sets++
-	set := qemu.FDSet{ID: t.sets, FDs: []int{t.add(FD{Kind: FDFile, Path: path})}}
+	set := qemu.FDSet{ID: t.sets, FDs: []int{t.Add(FD{Kind: FDFile, Path: path})}}
 	if write {
-		set.FDs = append(set.FDs, t.add(FD{Kind: FDFile, Path: path, Write: true}))
+		set.FDs = append(set.FDs, t.Add(FD{Kind: FDFile, Path: path, Write: true}))
 	}
 	cfg.FDSets = append(cfg.FDSets, set)
 	return set.ID
@@ -115,9 +118,9 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 	if s.Image != "" {
 		s.Image = e.resolveImage(s.Image)
 	}
-	var fds fdTable
+	var fds FDTable
 	cfg := qemu.Config{Name: s.Name, CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, Machine: qemu.Q35,
-		SerialFD: fds.add(FD{Kind: FDSerial}), QMPFD: fds.add(FD{Kind: FDQMP})}
+		SerialFD: fds.Add(FD{Kind: FDSerial}), QMPFD: fds.Add(FD{Kind: FDQMP})}
 	for _, f := range []struct {
 		flag string
 		path *string
@@ -136,9 +139,9 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 	}
 	cfg.Accel = choice.Accel
 	if s.Kernel != "" {
-		cfg.KernelFD = fds.add(FD{Kind: e.fileKind(), Path: s.Kernel})
+		cfg.KernelFD = fds.Add(FD{Kind: e.fileKind(), Path: s.Kernel})
 		if s.Initrd != "" {
-			cfg.InitrdFD = fds.add(FD{Kind: e.fileKind(), Path: s.Initrd})
+			cfg.InitrdFD = fds.Add(FD{Kind: e.fileKind(), Path: s.Initrd})
 		}
 		cfg.Append = s.Append
 		// microvm skips firmware and PCI, but its only clocks are the TSC
@@ -174,7 +177,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		chain = append([]disk.Layer{{Path: ov.Path, Format: disk.QCOW2}}, chain...)
 		disks = append(disks, PlannedDisk{Source: "IMAGE", Chain: chain})
 		// With --kernel, QEMU's kernel loader holds boot index 0.
-		fds.drive(&cfg, chain, false, s.Kernel == "")
+		fds.Drive(&cfg, chain, false, s.Kernel == "")
 	}
 	shares, mounts, err := e.planShares(s, e.Layout.VM(s.Name))
 	if err != nil {
@@ -194,7 +197,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 			s.Disks[i].Path = b.Path
 			chain := []disk.Layer{{Path: b.Path, Format: b.Format}}
 			disks = append(disks, PlannedDisk{Source: "--disk size", Chain: chain})
-			fds.drive(&cfg, chain, false, false)
+			fds.Drive(&cfg, chain, false, false)
 			continue
 		}
 		mode := os.O_RDWR
@@ -217,7 +220,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 			return Plan{}, invalid("--disk %v", err)
 		}
 		disks = append(disks, PlannedDisk{Source: "--disk", Chain: chain, ReadOnly: d.ReadOnly})
-		fds.drive(&cfg, chain, d.ReadOnly, false)
+		fds.Drive(&cfg, chain, d.ReadOnly, false)
 	}
 	install := false
 	if s.CDROM != "" {
@@ -229,7 +232,7 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 			return Plan{}, invalid("--cdrom %v", err)
 		}
 		disks = append(disks, PlannedDisk{Source: "--cdrom", Chain: chain, ReadOnly: true})
-		fds.drive(&cfg, chain, true, false)
+		fds.Drive(&cfg, chain, true, false)
 		cfg.Drives[len(cfg.Drives)-1].CDROM = true
 		// The install phase: the CD boots first, and a guest reboot ends
 		// QEMU so the next boot is from the disk (see EndInstall).
@@ -252,21 +255,21 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 		}
 		uefi = &UEFI{Code: code, Template: tmpl, Vars: e.Layout.VM(s.Name).UEFIVars()}
 		cfg.Machine = qemu.Q35
-		cfg.Pflash = []int{fds.fileSet(&cfg, code, false), fds.fileSet(&cfg, uefi.Vars, true)}
+		cfg.Pflash = []int{fds.FileSet(&cfg, code, false), fds.FileSet(&cfg, uefi.Vars, true)}
 	} else if s.Kernel == "" && s.Display != "vnc" {
 		// With no screen, the BIOS's screen goes to the serial log.
 		cfg.SerialFirmware = true
 	}
 	if cloud != nil {
 		// After the data disks, so adding a seed never renames them.
-		fds.drive(&cfg, []disk.Layer{{Path: e.Layout.VM(s.Name).Seed(), Format: disk.Raw}}, true, false)
+		fds.Drive(&cfg, []disk.Layer{{Path: e.Layout.VM(s.Name).Seed(), Format: disk.Raw}}, true, false)
 	}
 	paths := e.Layout.VM(s.Name)
 	if s.Display == "vnc" {
 		cfg.VNC = paths.VNC()
 	}
 	if shares != nil {
-		cfg.FSFD, cfg.FSTag = fds.add(FD{Kind: FDShare}), virtiofs.Tag
+		cfg.FSFD, cfg.FSTag = fds.Add(FD{Kind: FDShare}), virtiofs.Tag
 		if s.Image == "" {
 			// hutch's own inits mount what this names; another init can.
 			// A disk image's cloud-init mounts them (planCloud).
@@ -294,9 +297,9 @@ func (e *Engine) plan(s *Spec) (Plan, error) {
 				return Plan{}, err
 			}
 		}
-		cfg.Netdev = netstack.TapNetdev("n0", fds.add(FD{Kind: FDTap}))
+		cfg.Netdev = netstack.TapNetdev("n0", fds.Add(FD{Kind: FDTap}))
 	}
-	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.fds, Identity: id, Overlays: overlays, Blanks: blanks, Disks: disks, UEFI: uefi, Install: install, Passt: passt, RunDir: paths.Run, Accel: choice, cloud: cloud, Shares: shares}
+	plan := Plan{QEMU: bin, VMM: cfg, FDs: fds.FDs, Identity: id, Overlays: overlays, Blanks: blanks, Disks: disks, UEFI: uefi, Install: install, Passt: passt, RunDir: paths.Run, Accel: choice, cloud: cloud, Shares: shares}
 	if cloud != nil {
 		plan.Seed = paths.Seed()
 	}

@@ -29,9 +29,13 @@ type Plan struct {
 	QEMU string      `json:"qemu"`
 	VMM  qemu.Config `json:"vmm"`
 	FDs  []FD        `json:"fds"`
-	// System is set for a VM root started: its processes run as a lease.
-	System   bool              `json:"system,omitempty"`
-	Identity identity.Identity `json:"identity"`
+	// System is set when the VM's processes run as Identity through the
+	// pre-exec stage (a VM root started: a lease; a container's VMM).
+	System bool `json:"system,omitempty"`
+	// SharedIdentity says Identity is not the VM's alone (a container's
+	// process.user, a namespace's root): no per-uid cap on processes.
+	SharedIdentity bool              `json:"sharedIdentity,omitempty"`
+	Identity       identity.Identity `json:"identity"`
 	// Overlays are the files hutch made for this VM and removes with it.
 	Overlays []Overlay `json:"overlays,omitempty"`
 	// Install is set while a --cdrom VM has not yet shut down or
