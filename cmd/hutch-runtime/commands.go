@@ -234,6 +234,16 @@ func parseUser(s string) (uid, gid uint32, err error) {
 
 func processOf(p *specs.Process) agent.Process { return oci.ProcessOf(p) }
 
+func pauseCmd(g *globals) *cobra.Command {
+	return &cobra.Command{Use: "pause ID", Short: "Freeze a running container (its whole VM)", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error { return g.runtime().Pause(args[0]) }}
+}
+
+func resumeCmd(g *globals) *cobra.Command {
+	return &cobra.Command{Use: "resume ID", Short: "Thaw a paused container", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error { return g.runtime().Resume(args[0]) }}
+}
+
 func featuresCmd() *cobra.Command {
 	return &cobra.Command{Use: "features", Short: "Print what this runtime supports (runtime-spec features JSON)", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {

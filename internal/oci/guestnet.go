@@ -60,6 +60,23 @@ func overlaps(n *net.IPNet, used []*net.IPNet) bool {
 
 // namespaceNets lists the IPv4 subnets of this network namespace: its
 // addresses and its routes.
+// isolatedNet reports whether this network namespace has no interface but
+// loopback: the container has no network (Podman's and Docker's --network
+// none, a namespace made fresh for it), and its VM gets no NIC, as runc's
+// container gets no route out.
+func isolatedNet() (bool, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return false, fmt.Errorf("list the namespace's interfaces: %w", err)
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagLoopback == 0 {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 func namespaceNets() ([]*net.IPNet, error) {
 	var nets []*net.IPNet
 	addrs, err := net.InterfaceAddrs()

@@ -58,7 +58,10 @@ func netNamespacePath(s *specs.Spec) (path string, own bool) {
 func (s *shim) setup() (agent.Setup, error) {
 	spec := s.bundle.Spec
 	out := agent.Setup{Hostname: spec.Hostname, Rootfs: "/dev/vda", Command: spec.Process.Args[0], Env: spec.Process.Env,
-		Network: agent.Network{Enabled: true, Address: s.net.CIDR(), Gateway: s.net.Gateway.String(), DNS: s.net.DNS.String()}}
+		Network: agent.Network{Enabled: !s.noNIC}}
+	if !s.noNIC {
+		out.Network.Address, out.Network.Gateway, out.Network.DNS = s.net.CIDR(), s.net.Gateway.String(), s.net.DNS.String()
+	}
 	if spec.Root != nil {
 		out.RootfsReadonly = spec.Root.Readonly
 	}

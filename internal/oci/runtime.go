@@ -276,7 +276,7 @@ func (r Runtime) Delete(id string, force bool) error {
 		return err
 	}
 	status := rec.Status()
-	if status == specs.StateRunning && !force {
+	if (status == specs.StateRunning || status == StatePaused) && !force {
 		return fmt.Errorf("cannot delete container %s that is not stopped: %s", id, status)
 	}
 	if status != specs.StateStopped {

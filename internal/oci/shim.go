@@ -40,6 +40,9 @@ type shim struct {
 	conn   *agent.Conn
 	vm     *vm
 	net    GuestNet
+	// noNIC says the container has no network (a namespace with only
+	// loopback: --network none), so its VM gets no NIC either.
+	noNIC bool
 	// shares is the container's file server, nil when its files are
 	// copied instead; shareNames names each shared bind mount's entry.
 	shares     *virtiofs.Server
@@ -157,12 +160,19 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 			defer restore()
 		}
 	}
-	used, err := namespaceNets()
-	if err != nil {
-		return 1, err
+	if hasNetNamespace(spec) {
+		if s.noNIC, err = isolatedNet(); err != nil {
+			return 1, err
+		}
 	}
-	if s.net, err = ChooseGuestNet(used); err != nil {
-		return 1, err
+	if !s.noNIC {
+		used, err := namespaceNets()
+		if err != nil {
+			return 1, err
+		}
+		if s.net, err = ChooseGuestNet(used); err != nil {
+			return 1, err
+		}
 	}
 	if s.vm, err = s.bootVM(g); err != nil {
 		return 1, err
@@ -422,6 +432,9 @@ func (s *shim) sendSize(id uint32, tty *os.File) {
 // forward makes the ports the container listens on reachable in the
 // network namespace the VM lives in, where the engine publishes them.
 func (s *shim) forward(ports []int) {
+	if s.noNIC {
+		return
+	}
 	want := map[int]bool{}
 	for _, p := range validPorts(ports) {
 		want[p] = true

@@ -23,6 +23,8 @@ type Record struct {
 	Shim store.Proc `json:"shim"`
 	// Started is set once the container's process runs.
 	Started bool `json:"started,omitempty"`
+	// Paused is set while the container's VM is stopped by pause.
+	Paused bool `json:"paused,omitempty"`
 	// Exit is the container's exit status once it ended.
 	Exit *int `json:"exit,omitempty"`
 	// VMM is who the VMM runs as, and its pid.
@@ -73,12 +75,18 @@ func (r Runtime) update(id string, fn func(*Record)) error {
 	return store.WriteJSON(p.State(), rec)
 }
 
+// StatePaused is runc's status of a paused container; the runtime-spec
+// names only the states every runtime has.
+const StatePaused specs.ContainerState = "paused"
+
 // Status is runc's status of a container from its record: the shim alive
-// means created or running; gone means stopped.
+// means created, running or paused; gone means stopped.
 func (rec Record) Status() specs.ContainerState {
 	switch {
 	case !rec.Shim.Alive():
 		return specs.StateStopped
+	case rec.Paused:
+		return StatePaused
 	case rec.Started:
 		return specs.StateRunning
 	default:

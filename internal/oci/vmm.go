@@ -175,7 +175,9 @@ func (s *shim) plan(g Guest, v *vm, choice accel.Decision) (*vmplan.Plan, error)
 	} else {
 		fds.Drive(&cfg, []disk.Layer{{Path: s.paths.Rootfs(), Format: disk.Raw}}, false, false)
 	}
-	cfg.Netdev = s.net.Netdev("n0")
+	if !s.noNIC {
+		cfg.Netdev = s.net.Netdev("n0")
+	}
 	cfg.AgentFD = fds.Add(vmplan.FD{Kind: vmplan.FDAgent})
 	p := &vmplan.Plan{QEMU: bin, VMM: cfg, FDs: fds.FDs, Accel: choice, Shares: s.shares,
 		System: v.user.Kind != KindSelf, SharedIdentity: v.user.Kind != KindLease,

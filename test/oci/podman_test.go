@@ -338,3 +338,16 @@ func TestPodmanBootTimeout(t *testing.T) {
 		t.Errorf("VMMs left after the failed create: %v", left)
 	}
 }
+
+// TestPodmanNetworkNone: a container with no network has a VM with no NIC,
+// as runc's has only loopback.
+func TestPodmanNetworkNone(t *testing.T) {
+	r := runCmd(t, podman.podman("run", "--rm", "--network", "none", image, "ls", "/sys/class/net"))
+	if r.code != 0 || r.stdout != "lo\n" {
+		t.Errorf("--network none: exit %d, interfaces %q (want only lo), stderr %s", r.code, r.stdout, r.stderr)
+	}
+	r = runCmd(t, podman.podman("run", "--rm", image, "ls", "/sys/class/net"))
+	if r.code != 0 || !strings.Contains(r.stdout, "eth0") {
+		t.Errorf("default network: exit %d, interfaces %q (want eth0), stderr %s", r.code, r.stdout, r.stderr)
+	}
+}

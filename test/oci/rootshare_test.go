@@ -193,6 +193,19 @@ func TestDockerShares(t *testing.T) {
 	if r := runCmd(t, d.docker("diff", name)); !strings.Contains(r.stdout, "A /note") {
 		t.Errorf("docker diff does not show the write: %q", r.stdout)
 	}
+	// pause and unpause reach hutch-runtime through containerd's shim.
+	if r := runCmd(t, d.docker("pause", name)); r.code != 0 {
+		t.Fatalf("docker pause: exit %d: %s", r.code, r.stderr)
+	}
+	if r := runCmd(t, d.docker("inspect", "--format", "{{.State.Status}}", name)); strings.TrimSpace(r.stdout) != "paused" {
+		t.Errorf("after docker pause the state is %q", r.stdout)
+	}
+	if r := runCmd(t, d.docker("unpause", name)); r.code != 0 {
+		t.Fatalf("docker unpause: exit %d: %s", r.code, r.stderr)
+	}
+	if r := runCmd(t, d.docker("exec", name, "cat", "/note")); r.stdout != "persist-42\n" {
+		t.Errorf("after docker unpause exec gives %q (exit %d, %s)", r.stdout, r.code, r.stderr)
+	}
 }
 
 func TestContainerdShares(t *testing.T) {

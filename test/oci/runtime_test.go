@@ -160,6 +160,35 @@ func TestRuntimeLifecycle(t *testing.T) {
 	if res := r.run("delete", "life"); res.code == 0 || !strings.Contains(res.stderr, "cannot delete container life that is not stopped: running") {
 		t.Fatalf("delete of a running container: exit %d: %s", res.code, res.stderr)
 	}
+	// pause stops the whole VM: the guest's clock stands still while an
+	// exec cannot run; resume carries on.
+	if res := r.run("resume", "life"); res.code == 0 || !strings.Contains(res.stderr, "container not paused") {
+		t.Fatalf("resume of a running container: exit %d: %s", res.code, res.stderr)
+	}
+	if res := r.run("pause", "life"); res.code != 0 {
+		t.Fatalf("pause: exit %d: %s", res.code, res.stderr)
+	}
+	if st := r.state("life"); st["status"] != "paused" {
+		t.Fatalf("state after pause: %v", st)
+	}
+	if res := r.run("exec", "life", "true"); res.code == 0 {
+		t.Fatalf("exec in a paused container ran")
+	}
+	if res := r.run("delete", "life"); res.code == 0 || !strings.Contains(res.stderr, "not stopped: paused") {
+		t.Fatalf("delete of a paused container: exit %d: %s", res.code, res.stderr)
+	}
+	if res := r.run("pause", "life"); res.code == 0 || !strings.Contains(res.stderr, "container not running") {
+		t.Fatalf("second pause: exit %d: %s", res.code, res.stderr)
+	}
+	if res := r.run("resume", "life"); res.code != 0 {
+		t.Fatalf("resume: exit %d: %s", res.code, res.stderr)
+	}
+	if st := r.state("life"); st["status"] != "running" {
+		t.Fatalf("state after resume: %v", st)
+	}
+	if res := r.run("exec", "life", "echo", "thawed"); res.code != 0 || res.stdout != "thawed\n" {
+		t.Fatalf("exec after resume: exit %d, %q, %s", res.code, res.stdout, res.stderr)
+	}
 	if res := r.run("kill", "life", "TERM"); res.code != 0 {
 		t.Fatalf("kill TERM: exit %d: %s", res.code, res.stderr)
 	}
