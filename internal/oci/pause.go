@@ -42,8 +42,15 @@ func (r Runtime) freeze(id string, pause bool) error {
 		}
 		return fmt.Errorf("container not paused")
 	}
-	q, err := qemu.DialQMP(r.paths(id).QMP(), qmpWait)
+	// The path may be past sun_path's length: dialUnix goes through the
+	// directory's descriptor.
+	c, err := dialUnix("unix", r.paths(id).QMP())
 	if err != nil {
+		return fmt.Errorf("container %s: reach its VM: %w", id, err)
+	}
+	q, err := qemu.NewQMP(c, qmpWait)
+	if err != nil {
+		c.Close()
 		return fmt.Errorf("container %s: reach its VM: %w", id, err)
 	}
 	defer q.Close()
