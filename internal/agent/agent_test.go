@@ -69,9 +69,19 @@ func TestListeningPorts(t *testing.T) {
    4: 00000000000000000000000001000000:0277 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 5
    5: 00000000000000000000000000000000:1F91 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 6
 `
-	got := ListeningPorts(bufio.NewScanner(strings.NewReader(table)))
+	got := ListeningPorts(bufio.NewScanner(strings.NewReader(table)), tcpListen)
 	if want := []int{80, 22, 8081}; !slices.Equal(got, want) {
 		t.Fatalf("ListeningPorts = %v, want %v (not loopback-only 8080 or 631, not the established 80)", got, want)
+	}
+	// UDP: a server's socket has no peer; a resolver's connected one does.
+	udp := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  0: 00000000:0007 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 0
+  1: 0F0200C0:A1B2 0302000A:0035 01 00000000:00000000 00:00000000 00000000     0        0 2 2 0000000000000000 0
+  2: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 3 2 0000000000000000 0
+  3: 0F0200C0:C350 0302000A:0035 07 00000000:00000000 00:00000000 00000000     0        0 4 2 0000000000000000 0
+`
+	if got := ListeningPorts(bufio.NewScanner(strings.NewReader(udp)), udpUnconnected); !slices.Equal(got, []int{7}) {
+		t.Fatalf("UDP ListeningPorts = %v, want [7] (not the resolver's, not loopback 53)", got)
 	}
 }
 

@@ -401,28 +401,35 @@ func makeDevices(root string, extra []Device) error {
 // can forward to them: a container engine publishes a port to the
 // container's network namespace, where the VM's network lives.
 func (a *guestAgent) watchPorts() {
-	var last []int
+	var last Ports
 	for {
-		ports := a.listening()
-		if !slices.Equal(ports, last) {
-			if a.conn.SendJSON(TypePorts, 0, Ports{TCP: ports}) != nil {
+		now := Ports{TCP: a.listening("tcp", tcpListen), UDP: a.listening("udp", udpUnconnected)}
+		if !slices.Equal(now.TCP, last.TCP) || !slices.Equal(now.UDP, last.UDP) {
+			if a.conn.SendJSON(TypePorts, 0, now) != nil {
 				return
 			}
-			last = ports
+			last = now
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
 }
 
-func (a *guestAgent) listening() []int {
+// Socket states in /proc/net tables: a TCP socket listening, and a UDP
+// socket with no peer (TCP_CLOSE), which is how a server's looks.
+const (
+	tcpListen      = "0A"
+	udpUnconnected = "07"
+)
+
+func (a *guestAgent) listening(proto, state string) []int {
 	var ports []int
-	for _, table := range []string{"net/tcp", "net/tcp6"} {
+	for _, table := range []string{"net/" + proto, "net/" + proto + "6"} {
 		fd, err := unix.Openat(a.procFD, table, unix.O_RDONLY, 0)
 		if err != nil {
 			continue
 		}
 		f := os.NewFile(uintptr(fd), table)
-		ports = append(ports, ListeningPorts(bufio.NewScanner(f))...)
+		ports = append(ports, ListeningPorts(bufio.NewScanner(f), state)...)
 		f.Close()
 	}
 	slices.Sort(ports)
@@ -431,11 +438,15 @@ func (a *guestAgent) listening() []int {
 
 // ListeningPorts reads a /proc/net/tcp table and returns the ports in
 // LISTEN state reachable from outside the guest (not loopback-only).
-func ListeningPorts(s *bufio.Scanner) []int {
+func ListeningPorts(s *bufio.Scanner, state string) []int {
 	var ports []int
 	for s.Scan() {
 		f := strings.Fields(s.Text())
-		if len(f) < 4 || f[3] != "0A" {
+		if len(f) < 4 || f[3] != state {
+			continue
+		}
+		// A socket with a peer is a client's, not a server's.
+		if _, rport, _ := strings.Cut(f[2], ":"); rport != "0000" {
 			continue
 		}
 		addr, port, ok := strings.Cut(f[1], ":")

@@ -186,9 +186,11 @@ type Error struct {
 	Message string `json:"message"`
 }
 
-// Ports are the TCP ports something in the guest listens on.
+// Ports are the TCP ports something in the guest listens on, and the UDP
+// ports something has bound without a peer (a server).
 type Ports struct {
 	TCP []int `json:"tcp"`
+	UDP []int `json:"udp,omitempty"`
 }
 
 // Conn reads and writes frames on a stream. Writes are serialised, so any

@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -61,9 +63,9 @@ type shim struct {
 	mu     sync.Mutex
 	procs  map[uint32]*hostProc
 	nextID uint32
-	ports  map[int]bool
+	ports  map[string]bool
 	// refused are ports QEMU would not forward, each logged once.
-	refused map[int]bool
+	refused map[string]bool
 	started bool
 	exit    chan agent.Exit // the container's process ended
 }
@@ -86,7 +88,7 @@ type hostProc struct {
 func RunShim(root, id, consoleSocket string, hostRoot bool, ready *os.File) int {
 	rt := Runtime{Root: root}
 	s := &shim{rt: rt, id: id, hostRoot: hostRoot, paths: rt.paths(id), procs: map[uint32]*hostProc{}, nextID: 1,
-		ports: map[int]bool{}, refused: map[int]bool{}, exit: make(chan agent.Exit, 1)}
+		ports: map[string]bool{}, refused: map[string]bool{}, exit: make(chan agent.Exit, 1)}
 	log, err := os.OpenFile(s.paths.ShimLog(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		fmt.Fprintf(ready, "open shim log: %v\n", err)
@@ -357,7 +359,7 @@ func (s *shim) dispatch(frames <-chan agent.Frame) {
 		case agent.TypePorts:
 			var ports agent.Ports
 			if f.Decode(&ports) == nil {
-				s.forward(ports.TCP)
+				s.forward(ports)
 			}
 			continue
 		}
@@ -430,14 +432,20 @@ func (s *shim) sendSize(id uint32, tty *os.File) {
 }
 
 // forward makes the ports the container listens on reachable in the
-// network namespace the VM lives in, where the engine publishes them.
-func (s *shim) forward(ports []int) {
+// network namespace the VM lives in, where the engine publishes them: TCP
+// and UDP alike, each keyed "proto/port".
+func (s *shim) forward(ports agent.Ports) {
 	if s.noNIC {
 		return
 	}
-	want := map[int]bool{}
-	for _, p := range validPorts(ports) {
-		want[p] = true
+	want := map[string]bool{}
+	for _, proto := range []struct {
+		name  string
+		ports []int
+	}{{"tcp", ports.TCP}, {"udp", ports.UDP}} {
+		for _, p := range validPorts(proto.ports) {
+			want[proto.name+"/"+strconv.Itoa(p)] = true
+		}
 	}
 	c, err := dialUnix("unix", s.vm.qmpPath)
 	if err != nil {
@@ -450,37 +458,36 @@ func (s *shim) forward(ports []int) {
 		return
 	}
 	defer q.Close()
-	for p := range want {
-		if s.ports[p] {
-			continue
+	for key := range want {
+		if s.ports[key] || s.refused[key] {
+			continue // a refusal is said once; a guest repeating it must not grow the log
 		}
-		if s.refused[p] {
-			continue // said once; a guest repeating it must not grow the log
-		}
-		out, err := q.HumanCommand(fmt.Sprintf("hostfwd_add n0 tcp::%d-:%d", p, p))
+		proto, port, _ := strings.Cut(key, "/")
+		out, err := q.HumanCommand(fmt.Sprintf("hostfwd_add n0 %s::%s-:%s", proto, port, port))
 		if err != nil || out != "" {
-			s.refused[p] = true
-			slog.Warn("forward port", "port", p, "err", err, "qemu", truncate(out, 200))
+			s.refused[key] = true
+			slog.Warn("forward port", "port", key, "err", err, "qemu", truncate(out, 200))
 			continue
 		}
-		s.ports[p] = true
-		slog.Info("forwarding", "port", p)
+		s.ports[key] = true
+		slog.Info("forwarding", "port", key)
 	}
-	for p := range s.ports {
-		if !want[p] {
-			q.HumanCommand(fmt.Sprintf("hostfwd_remove n0 tcp::%d", p))
-			delete(s.ports, p)
+	for key := range s.ports {
+		if !want[key] {
+			proto, port, _ := strings.Cut(key, "/")
+			q.HumanCommand(fmt.Sprintf("hostfwd_remove n0 %s::%s", proto, port))
+			delete(s.ports, key)
 		}
 	}
 }
 
-// maxForwards bounds the ports one guest can have forwarded: each is a
-// listening socket in the container's namespace.
+// maxForwards bounds the ports of each protocol one guest can have
+// forwarded: each is a listening socket in the container's namespace.
 const maxForwards = 256
 
 // validPorts is what the shim takes of a guest's port report: real port
 // numbers, each once, at most maxForwards. The report is the guest's
-// word, and the guest may be hostile.
+// word, and a hostile guest's is not to be trusted.
 func validPorts(ports []int) []int {
 	seen := map[int]bool{}
 	var out []int

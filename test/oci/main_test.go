@@ -36,6 +36,7 @@ const (
 var (
 	binDir      string // hutch-runtime and hutch-agent
 	runtimeBin  string
+	toolsDir    string // static programs containers run from a bind mount
 	guestKernel string // the release the guest boots
 	rootfsTar   string
 	podman      *podmanRunner
@@ -94,6 +95,14 @@ func setup(dir string) error {
 		}
 	}
 	runtimeBin = filepath.Join(binDir, "hutch-runtime")
+	// The UDP echo server a container runs from a shared directory.
+	toolsDir = filepath.Join(dir, "tools")
+	os.Mkdir(toolsDir, 0o755)
+	build := testproc.Command("go", "build", "-o", filepath.Join(toolsDir, "udpecho"), "./test/testguest/udpecho")
+	build.Dir, build.Env = root, append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build udpecho: %v\n%s", err, out)
+	}
 	var err error
 	if _, guestKernel, err = guest.FindHostKernel("/boot", "/lib/modules"); err != nil {
 		return err

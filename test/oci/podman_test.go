@@ -351,3 +351,34 @@ func TestPodmanNetworkNone(t *testing.T) {
 		t.Errorf("default network: exit %d, interfaces %q (want eth0), stderr %s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// TestPodmanPublishUDP: -p .../udp reaches a UDP server in the container,
+// as TCP ports do.
+func TestPodmanPublishUDP(t *testing.T) {
+	name := "hutch-oci-udp"
+	port := freePort(t)
+	runCmd(t, podman.podman("rm", "-f", name))
+	r := runCmd(t, podman.podman("run", "-d", "--name", name, "-v", toolsDir+":/tools:ro",
+		"-p", fmt.Sprintf("127.0.0.1:%d:7/udp", port), image, "/tools/udpecho"))
+	if r.code != 0 {
+		t.Fatalf("podman run -d -p udp: exit %d: %s", r.code, r.stderr)
+	}
+	defer runCmd(t, podman.podman("rm", "-f", "-t", "0", name))
+	c, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c.Write([]byte("ping-42"))
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if n, err := c.Read(buf); err == nil && string(buf[:n]) == "ping-42" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no UDP echo through -p 127.0.0.1:%d:7/udp within a minute", port)
+		}
+	}
+}
