@@ -248,8 +248,19 @@ var errNotFound = errors.New("executable file not found in $PATH")
 
 // lookPath resolves a command as the process's own PATH would.
 func lookPath(name string, env []string) (string, error) {
-	if strings.Contains(name, "/") {
+	if filepath.IsAbs(name) {
+		// runc's words, which engines turn into 127 and 126.
+		fi, err := os.Stat(name)
+		switch {
+		case err != nil:
+			return "", fmt.Errorf("exec: %q: %w", name, err)
+		case fi.IsDir() || fi.Mode()&0o111 == 0:
+			return "", fmt.Errorf("exec: %q: permission denied", name)
+		}
 		return name, nil
+	}
+	if strings.Contains(name, "/") {
+		return name, nil // relative to the process's cwd, found at start
 	}
 	path := defaultPath
 	for _, e := range env {

@@ -70,6 +70,13 @@ func TestPodmanMissingCommand(t *testing.T) {
 	if r.code != 127 || !strings.Contains(r.stderr, `executable file not found in $PATH`) {
 		t.Fatalf("exit %d (want 127), stderr %s", r.code, r.stderr)
 	}
+	// By path: missing is 127, not executable 126, as with runc.
+	if r := runCmd(t, podman.podman("run", "--rm", image, "/no/such")); r.code != 127 || !strings.Contains(r.stderr, "no such file or directory") {
+		t.Errorf("/no/such: exit %d (want 127), stderr %s", r.code, r.stderr)
+	}
+	if r := runCmd(t, podman.podman("run", "--rm", image, "/etc/passwd")); r.code != 126 || !strings.Contains(r.stderr, "permission denied") {
+		t.Errorf("/etc/passwd: exit %d (want 126), stderr %s", r.code, r.stderr)
+	}
 }
 
 func TestPodmanStdin(t *testing.T) {
