@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hutch-vm/hutch/test/hostproc"
 )
 
 // userDir is a directory user u owns, holding one file.
@@ -30,28 +31,6 @@ func userDir(t *testing.T, u *tUser, file, content string) string {
 	return dir
 }
 
-// vmProcesses is the supervisor of VM name and everything below it.
-func vmProcesses(t *testing.T, supervisor int) []int {
-	t.Helper()
-	children := map[int][]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st := procStatus(p); st != nil {
-			pp, _ := strconv.Atoi(st["PPid"])
-			children[pp] = append(children[pp], p)
-		}
-	}
-	out := []int{supervisor}
-	for i := 0; i < len(out); i++ {
-		out = append(out, children[out[i]]...)
-	}
-	return out
-}
-
 // assertNoHostPrivilege: no process of the VM runs as root, and none has a
 // capability in the host's user namespace (virtiofsd's count only in its
 // own).
@@ -61,7 +40,7 @@ func assertNoHostPrivilege(t *testing.T, u *tUser, name string) {
 	hostNS, _ := os.Readlink("/proc/1/ns/user")
 	var names []string
 	fs := 0
-	for _, p := range vmProcesses(t, v.SupervisorPid) {
+	for _, p := range append([]int{v.SupervisorPid}, hostproc.Descendants(v.SupervisorPid)...) {
 		st := procStatus(p)
 		if st == nil {
 			continue

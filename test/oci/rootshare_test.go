@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hutch-vm/hutch/internal/config"
+	"github.com/hutch-vm/hutch/test/hostproc"
 )
 
 // rootDir is a directory of root's with one file in it, for root engines
@@ -61,33 +62,6 @@ const (
 	roScript    = "echo nope > /data/ro.txt"
 )
 
-// descendants lists the live processes below pid.
-func descendants(pid int) []int {
-	children := map[int][]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st := procStatus(p); st != nil {
-			pp, _ := strconv.Atoi(st["PPid"])
-			children[pp] = append(children[pp], p)
-		}
-	}
-	var out []int
-	queue := []int{pid}
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		for _, c := range children[p] {
-			out = append(out, c)
-			queue = append(queue, c)
-		}
-	}
-	return out
-}
-
 // assertRootEngineHostSide checks every process a root engine's container
 // has on the host, below its shim (the pid the engine sees), as
 // docs/security.md states them:
@@ -106,7 +80,7 @@ func assertRootEngineHostSide(t *testing.T, engine string, shim int) {
 	deadline := time.Now().Add(10 * time.Second)
 	var procs []int
 	for {
-		procs = descendants(shim)
+		procs = hostproc.Descendants(shim)
 		qemus, fsds = 0, 0
 		for _, p := range procs {
 			switch procStatus(p)["Name"] {
