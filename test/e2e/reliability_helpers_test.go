@@ -166,6 +166,29 @@ func findVMProc(u *tUser, timeout time.Duration, match func(hostProc) bool) (hos
 	return found, ok
 }
 
+// findSupervisor finds VM name's supervisor of user u by command line
+// alone, polling without pause.
+func findSupervisor(u *tUser, name string, timeout time.Duration) (int, bool) {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if err != nil {
+				continue
+			}
+			args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+			if len(args) > 2 && args[1] == "_supervise" && args[len(args)-1] == name && strings.Contains(string(b), u.dataDir) {
+				return pid, true
+			}
+		}
+	}
+	return 0, false
+}
+
 func isQEMU(p hostProc) bool  { return strings.HasPrefix(p.comm, "qemu-system") }
 func isPasst(p hostProc) bool { return strings.HasPrefix(p.comm, "passt") }
 func isSupervisor(p hostProc) bool {

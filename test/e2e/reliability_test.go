@@ -1061,9 +1061,13 @@ func TestConcurrencyRmWhileStarting(t *testing.T) {
 	u := newUser(t, "hutchtest2")
 	u.ok("ps")
 	runs := filepath.Join(u.runDir, "hutch", "vms")
+	// A try that comes too late costs a fraction of a second, and on a
+	// busy machine many may: the window is from the runtime dir's making
+	// to the supervisor's recording itself.
+	const attempts = 100
 	for attempt := 1; ; attempt++ {
-		if attempt > 30 {
-			t.Fatal("could not hold rm -f between reading the record and removing the vm in 30 attempts")
+		if attempt > attempts {
+			t.Fatalf("could not hold rm -f between reading the record and removing the vm in %d attempts", attempts)
 		}
 		w := watchDir(t, runs)
 		_, doneA := startHutch(t, u, cheapRun("x", 0)...)
@@ -1071,14 +1075,17 @@ func TestConcurrencyRmWhileStarting(t *testing.T) {
 			t.Fatalf("run -d x made no runtime dir: %v", <-doneA)
 		}
 		w.close()
-		super, ok := findVMProc(u, 5*time.Second, isSupervisor)
+		// Only command lines are read: the supervisor has little left to
+		// do before it records itself, and a full scan of every process's
+		// descriptors is slower than that.
+		super, ok := findSupervisor(u, "x", 5*time.Second)
 		if !ok {
 			t.Fatalf("no supervisor for x: %v", <-doneA)
 		}
-		syscall.Kill(super.pid, syscall.SIGSTOP)
+		syscall.Kill(super, syscall.SIGSTOP)
 		if v := psAll(t, u)["x"]; v.State != "created" {
 			// The supervisor recorded the start before it was held.
-			syscall.Kill(super.pid, syscall.SIGCONT)
+			syscall.Kill(super, syscall.SIGCONT)
 			<-doneA
 			rmForce(t, u, "x", true)
 			checkGoneClean(t, u, "after a try that came too late")
@@ -1092,7 +1099,7 @@ func TestConcurrencyRmWhileStarting(t *testing.T) {
 		if _, err := os.Stat(vmDataDir(u, "x")); err != nil {
 			// rm got past the removal before it was held.
 			rmCmd.Process.Signal(syscall.SIGCONT)
-			syscall.Kill(super.pid, syscall.SIGCONT)
+			syscall.Kill(super, syscall.SIGCONT)
 			t.Logf("attempt %d: rm -f was too fast: %v; run: %v", attempt, <-doneRm, <-doneA)
 			tryHutch(u, "rm", "-f", "x")
 			checkGoneClean(t, u, "after a try that came too late")
@@ -1101,7 +1108,7 @@ func TestConcurrencyRmWhileStarting(t *testing.T) {
 		// rm holds the vm's lock from reading the record to removing it,
 		// so the supervisor cannot record itself in between: it waits, and
 		// finds the vm gone. Both go on; neither may leave anything behind.
-		syscall.Kill(super.pid, syscall.SIGCONT)
+		syscall.Kill(super, syscall.SIGCONT)
 		rmCmd.Process.Signal(syscall.SIGCONT)
 		var runA result
 		select {

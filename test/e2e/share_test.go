@@ -140,3 +140,33 @@ func TestShareBadInput(t *testing.T) {
 		t.Errorf("bad -v left vms behind: %+v", vs)
 	}
 }
+
+// TestShareKilledSupervisor: a supervisor killed with SIGKILL takes the
+// VM's file server with it, and rm -f clears the record.
+func TestShareKilledSupervisor(t *testing.T) {
+	u := newUser(t, "hutchtest1")
+	dir := userDir(t, u, "in.txt", "x\n")
+	u.ok("run", "-d", "--name", "killfs", "--memory", "256M", "-v", dir+":/data")
+	v := u.inspect("killfs")
+	procs := append([]int{v.SupervisorPid}, hostproc.Descendants(v.SupervisorPid)...)
+	if err := syscall.Kill(v.SupervisorPid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(10*time.Second, func() bool {
+		for _, p := range procs {
+			if procStatus(p) != nil {
+				return false
+			}
+		}
+		return true
+	}) {
+		var left []string
+		for _, p := range procs {
+			if st := procStatus(p); st != nil {
+				left = append(left, fmt.Sprintf("%s (%d)", st["Name"], p))
+			}
+		}
+		t.Fatalf("after the supervisor's SIGKILL these still run: %v", left)
+	}
+	u.ok("rm", "-f", "killfs")
+}
