@@ -148,7 +148,14 @@ func (e *podmanRunner) vmms(grace time.Duration) []int {
 }
 
 // qemuPids lists live QEMU processes whose status passes keep.
-func qemuPids(keep func(map[string]string) bool) []int {
+func qemuPids(keep func(map[string]string) bool) []int { return pidsNamed("qemu-system", keep) }
+
+// virtiofsdPids lists live virtiofsd processes whose status passes keep.
+func virtiofsdPids(keep func(map[string]string) bool) []int { return pidsNamed("virtiofsd", keep) }
+
+// pidsNamed lists live processes whose name starts with prefix and whose
+// status passes keep.
+func pidsNamed(prefix string, keep func(map[string]string) bool) []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, ent := range ents {
@@ -157,7 +164,7 @@ func qemuPids(keep func(map[string]string) bool) []int {
 			continue
 		}
 		st := procStatus(pid)
-		if st == nil || !strings.HasPrefix(st["Name"], "qemu-system") || !keep(st) {
+		if st == nil || !strings.HasPrefix(st["Name"], prefix) || !keep(st) {
 			continue
 		}
 		pids = append(pids, pid)

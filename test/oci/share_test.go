@@ -13,24 +13,6 @@ import (
 	"github.com/hutch-vm/hutch/test/hostproc"
 )
 
-// virtiofsdPids lists live virtiofsd processes whose status passes keep.
-func virtiofsdPids(keep func(map[string]string) bool) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, ent := range ents {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		st := procStatus(pid)
-		if st == nil || st["Name"] != "virtiofsd" || (keep != nil && !keep(st)) {
-			continue
-		}
-		pids = append(pids, pid)
-	}
-	return pids
-}
-
 // noneLeft fails the test if a VMM, shim or virtiofsd of uid is still alive
 // after a grace period.
 func noneLeft(t *testing.T, uid int, what string) {
