@@ -12,6 +12,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == agent.Stage {
+		agent.RunStage()
+	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "hutch-agent: runs only as a guest's init (PID 1); hutch-runtime puts it there")
 		os.Exit(2)

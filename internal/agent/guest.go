@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -85,8 +86,11 @@ type guestAgent struct {
 	procs   map[uint32]*proc
 	byPid   map[int]*proc
 	orphans map[int]unix.WaitStatus // reaped before their start was recorded
-	startMu sync.Mutex              // rlimits and umask are per process: one start at a time
 	initPid int
+	// ownPIDs says the container's process is the first of a PID
+	// namespace of its own, which later processes join.
+	ownPIDs bool
+	init    *stageConn // the container's process until start execs it
 }
 
 type proc struct {
@@ -179,9 +183,7 @@ func (a *guestAgent) proc(id uint32) *proc {
 
 func (a *guestAgent) signal(id uint32, s Signal) error {
 	if s.All {
-		// From PID 1, pid -1 is every process but this one: the container
-		// is everything in the guest but the agent.
-		return unix.Kill(-1, unix.Signal(s.Signal))
+		return a.signalAll(unix.Signal(s.Signal))
 	}
 	p := a.proc(id)
 	if p == nil || p.pid == 0 {
@@ -215,8 +217,9 @@ func (a *guestAgent) reap() {
 func (a *guestAgent) exited(p *proc, ws unix.WaitStatus) {
 	if p.pid == a.initPid {
 		// The container ends with its process: nothing may outlive it, and
-		// what is left would hold the output pipes open.
-		unix.Kill(-1, unix.SIGKILL)
+		// what is left would hold the output pipes open. The kernel ends a
+		// PID namespace with its first process.
+		a.signalAll(unix.SIGKILL)
 	}
 	drained := make(chan struct{})
 	go func() { p.output.Wait(); close(drained) }()
@@ -240,4 +243,55 @@ func (a *guestAgent) exited(p *proc, ws unix.WaitStatus) {
 		}
 	}
 	a.conn.SendJSON(TypeExit, p.id, e)
+}
+
+// signalAll signals every process of the container. Without a PID
+// namespace of its own that is everything in the guest but the agent:
+// from PID 1, pid -1 is every process but this one.
+func (a *guestAgent) signalAll(sig unix.Signal) error {
+	a.mu.Lock()
+	initPid, own := a.initPid, a.ownPIDs
+	a.mu.Unlock()
+	if !own || initPid == 0 {
+		return unix.Kill(-1, sig)
+	}
+	for _, pid := range a.containerPids(initPid) {
+		unix.Kill(pid, sig)
+	}
+	return nil
+}
+
+// containerPids are the guest pids of the processes in the PID namespace
+// of the process initPid, initPid first.
+func (a *guestAgent) containerPids(initPid int) []int {
+	ns := func(pid string) string {
+		buf := make([]byte, 64)
+		n, err := unix.Readlinkat(a.procFD, pid+"/ns/pid", buf)
+		if err != nil {
+			return ""
+		}
+		return string(buf[:n])
+	}
+	want := ns(strconv.Itoa(initPid))
+	if want == "" {
+		return nil
+	}
+	pids := []int{initPid}
+	fd, err := unix.Openat(a.procFD, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return pids
+	}
+	dir := os.NewFile(uintptr(fd), "/proc")
+	defer dir.Close()
+	names, _ := dir.Readdirnames(-1)
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
+		if err != nil || pid == initPid {
+			continue
+		}
+		if ns(name) == want {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

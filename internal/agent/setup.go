@@ -20,8 +20,10 @@ import (
 	"github.com/hutch-vm/hutch/internal/virtiofs"
 )
 
-// setup assembles the container's root at RootfsMount, makes it the
-// agent's root, and configures the guest as the container asks.
+// setup configures the guest as the container asks (network, hostname,
+// sysctls: the guest's own, since the guest is the container) and starts
+// the container's stage, which assembles the container's root and waits
+// for start.
 func (a *guestAgent) setup(s Setup) error {
 	var err error
 	if a.procFD, err = unix.Open("/proc", unix.O_RDONLY|unix.O_DIRECTORY, 0); err != nil {
@@ -39,65 +41,70 @@ func (a *guestAgent) setup(s Setup) error {
 			return fmt.Errorf("set hostname: %w", err)
 		}
 	}
-	if err := mountRoot(s); err != nil {
-		return err
-	}
-	for _, m := range s.Mounts {
-		if err := mount(RootfsMount, m); err != nil {
-			return err
-		}
-	}
-	if err := makeDevices(RootfsMount, s.Devices); err != nil {
-		return err
-	}
-	for _, f := range s.Files {
-		p := filepath.Join(RootfsMount, f.Destination)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		os.Remove(p) // a symlink there (e.g. /etc/resolv.conf) must not be followed
-		if err := os.WriteFile(p, f.Data, os.FileMode(f.Mode).Perm()); err != nil {
-			return fmt.Errorf("copy %s into the container: %w", f.Destination, err)
-		}
-	}
 	for k, v := range s.Sysctl {
 		p := filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/"))
 		if err := os.WriteFile(p, []byte(v), 0); err != nil {
 			return fmt.Errorf("sysctl %s=%s: %w", k, v, err)
 		}
 	}
-	// The root of the container becomes the root of everything the agent
-	// starts, as switch_root does: move it over / and chroot into it.
-	if err := unix.Chdir(RootfsMount); err != nil {
-		return fmt.Errorf("enter the container's root: %w", err)
+	st, err := a.forkStage(s.NewPIDNamespace, 0)
+	if err != nil {
+		return err
 	}
-	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
-		return fmt.Errorf("move the container's root to /: %w", err)
+	if err := st.send(stageRequest{Root: RootfsMount, Setup: &s}); err != nil {
+		st.close()
+		return err
 	}
-	if err := unix.Chroot("."); err != nil {
-		return fmt.Errorf("chroot: %w", err)
+	if err := st.result(); err != nil {
+		st.close()
+		return err
 	}
-	unix.Chdir("/")
-	if s.RootfsReadonly {
-		if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
-			return fmt.Errorf("make the root read-only: %w", err)
+	a.mu.Lock()
+	a.init, a.initPid, a.ownPIDs = st, st.pid, s.NewPIDNamespace
+	a.mu.Unlock()
+	return nil
+}
+
+// assemble mounts the container's root at root and everything the spec
+// mounts in it, as the stage of the container's own process: a /proc
+// mounted here shows the container's PID namespace.
+func assemble(root string, s Setup) error {
+	if err := mountRoot(root, s); err != nil {
+		return err
+	}
+	for _, m := range s.Mounts {
+		if err := mount(root, m); err != nil {
+			return err
 		}
 	}
-	if s.Command != "" {
-		if _, err := lookPath(s.Command, s.Env); err != nil {
-			return err
+	if err := makeDevices(root, s.Devices); err != nil {
+		return err
+	}
+	for _, f := range s.Files {
+		p := filepath.Join(root, f.Destination)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.Remove(p) // a symlink there (e.g. /etc/resolv.conf) must not be followed
+		if err := os.WriteFile(p, f.Data, os.FileMode(f.Mode).Perm()); err != nil {
+			return fmt.Errorf("copy %s into the container: %w", f.Destination, err)
+		}
+	}
+	if s.RootfsReadonly {
+		if err := unix.Mount("", root, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("make the root read-only: %w", err)
 		}
 	}
 	return nil
 }
 
-// mountRoot mounts the container's root at RootfsMount: the rootfs entry
-// of the shared tree, or the block device holding its copy.
-func mountRoot(s Setup) error {
-	os.MkdirAll(RootfsMount, 0o755)
+// mountRoot mounts the container's root at root: the rootfs entry of the
+// shared tree, or the block device holding its copy.
+func mountRoot(root string, s Setup) error {
+	os.MkdirAll(root, 0o755)
 	if !s.Shared {
 		if err := waitFor(s.Rootfs, 10*time.Second); err != nil {
 			return err
 		}
-		if err := unix.Mount(s.Rootfs, RootfsMount, "ext4", 0, ""); err != nil {
+		if err := unix.Mount(s.Rootfs, root, "ext4", 0, ""); err != nil {
 			return fmt.Errorf("mount the container's root %s: %w", s.Rootfs, err)
 		}
 		return nil
@@ -113,7 +120,7 @@ func mountRoot(s Setup) error {
 	if err != nil {
 		return fmt.Errorf("mount the shared files (virtiofs tag %s): %w", virtiofs.Tag, err)
 	}
-	if err := unix.Mount(filepath.Join(virtiofs.GuestRoot, SharedRootfs), RootfsMount, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+	if err := unix.Mount(filepath.Join(virtiofs.GuestRoot, SharedRootfs), root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("mount the container's root: %w", err)
 	}
 	return nil

@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,8 +23,8 @@ import (
 // as runc and Docker use.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// start runs p as process id inside the container's root (the agent's
-// own root by then) and relays its stdio.
+// start runs p as process id in the container (see Stage) and relays its
+// stdio.
 func (a *guestAgent) start(id uint32, p Process) error {
 	if len(p.Args) == 0 {
 		return fmt.Errorf("process %d has no args", id)
@@ -31,8 +32,7 @@ func (a *guestAgent) start(id uint32, p Process) error {
 	if a.proc(id) != nil {
 		return fmt.Errorf("process %d exists", id)
 	}
-	path, err := lookPath(p.Args[0], p.Env)
-	if err != nil {
+	if _, err := lookPathIn(RootfsMount, p.Args[0], p.Env); err != nil {
 		return err
 	}
 	pr := &proc{id: id, stdin: make(chan []byte, 64)}
@@ -42,12 +42,9 @@ func (a *guestAgent) start(id uint32, p Process) error {
 			f.Close()
 		}
 	}()
-	attr := &os.ProcAttr{Dir: p.Cwd, Env: p.Env, Sys: &syscall.SysProcAttr{
-		Setsid:     true,
-		Credential: &syscall.Credential{Uid: p.UID, Gid: p.GID, Groups: p.AdditionalGids},
-	}}
+	var stdio []*os.File
 	if p.Terminal {
-		master, slave, err := console.OpenPty("/dev/ptmx")
+		master, slave, err := console.OpenPty(filepath.Join(RootfsMount, "dev/ptmx")) // the container's devpts
 		if err != nil {
 			return fmt.Errorf("open a terminal for process %d: %w", id, err)
 		}
@@ -55,8 +52,7 @@ func (a *guestAgent) start(id uint32, p Process) error {
 			unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: p.Rows, Col: p.Cols})
 		}
 		child = append(child, slave)
-		attr.Files = []*os.File{slave, slave, slave}
-		attr.Sys.Setctty, attr.Sys.Ctty = true, 0
+		stdio = []*os.File{slave, slave, slave}
 		pr.tty = master
 		a.relayOut(pr, master, TypeStdout)
 		go a.relayIn(pr, master)
@@ -77,19 +73,16 @@ func (a *guestAgent) start(id uint32, p Process) error {
 			child = append(child, w)
 			a.relayOut(pr, r, t)
 		}
-		attr.Files = files[:]
+		stdio = files[:]
 	}
 
-	pid, err := a.spawn(path, p, attr)
+	pid, err := a.spawn(id, p, stdio)
 	if err != nil {
 		pr.stdin <- nil
 		return fmt.Errorf("start %s: %w", p.Args[0], err)
 	}
 	a.mu.Lock()
 	pr.pid = pid
-	if a.initPid == 0 {
-		a.initPid = pid
-	}
 	a.procs[id] = pr
 	a.byPid[pid] = pr
 	ws, early := a.orphans[pid]
@@ -104,69 +97,144 @@ func (a *guestAgent) start(id uint32, p Process) error {
 	return nil
 }
 
-// spawn starts the process with p's rlimits, umask, capabilities and
-// no_new_privs. Rlimits and the umask are per process: they are set on the
-// agent around the fork, one start at a time. Capabilities and
-// no_new_privs are per thread and cannot all be undone: a thread of its
-// own takes them, forks, and ends with its goroutine.
-func (a *guestAgent) spawn(path string, p Process, attr *os.ProcAttr) (int, error) {
-	a.startMu.Lock()
-	defer a.startMu.Unlock()
-	for _, r := range p.Rlimits {
-		res, ok := rlimits[r.Type]
-		if !ok {
-			return 0, fmt.Errorf("unknown rlimit %q", r.Type)
+// spawn hands p and its stdio to a stage, which execs p's command: the
+// container's own stage, waiting since setup, for the first process, a
+// new one in the container's PID namespace for an exec. It returns the
+// process's pid once the command runs.
+func (a *guestAgent) spawn(id uint32, p Process, stdio []*os.File) (int, error) {
+	a.mu.Lock()
+	st, initPid, ownPIDs := a.init, a.initPid, a.ownPIDs
+	if id == 0 {
+		a.init = nil
+	}
+	a.mu.Unlock()
+	switch {
+	case id == 0 && st == nil:
+		return 0, errors.New("the container is not set up, or started already")
+	case id != 0:
+		if initPid == 0 {
+			return 0, errors.New("the container is not running")
 		}
-		var old unix.Rlimit
-		unix.Getrlimit(res, &old)
-		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: r.Soft, Max: r.Hard}); err != nil {
-			return 0, fmt.Errorf("set %s to %d/%d: %w", r.Type, r.Soft, r.Hard, err)
+		enter := 0
+		if ownPIDs {
+			enter = initPid
 		}
-		defer unix.Setrlimit(res, &old)
-	}
-	if p.Umask != nil {
-		old := unix.Umask(int(*p.Umask))
-		defer unix.Umask(old)
-	}
-	type result struct {
-		pid int
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
-		pid, err := forkAs(path, p, attr)
-		done <- result{pid, err}
-	}()
-	r := <-done
-	return r.pid, r.err
-}
-
-// forkAs starts the process from the calling thread, which it first gives
-// p's no_new_privs, bounding and inheritable sets; the ambient set is
-// raised in the child after it changes uid. The kernel then gives a
-// process of uid 0 the bounding set as permitted and effective, and any
-// other uid its ambient set, as with runc.
-func forkAs(path string, p Process, attr *os.ProcAttr) (int, error) {
-	if p.NoNewPrivs {
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return 0, fmt.Errorf("set no_new_privs: %w", err)
-		}
-	}
-	if c := p.Capabilities; c != nil {
-		ambient, err := setCapabilities(*c)
-		if err != nil {
+		var err error
+		if st, err = a.forkStage(false, enter); err != nil {
 			return 0, err
 		}
-		attr.Sys.AmbientCaps = ambient
 	}
-	proc, err := os.StartProcess(path, p.Args, attr)
-	if err != nil {
+	defer st.close()
+	if err := st.send(stageRequest{Root: RootfsMount, Process: &p}); err != nil {
 		return 0, err
 	}
-	pid := proc.Pid
-	proc.Release() // reap collects it
-	return pid, nil
+	if err := unix.Sendmsg(int(st.sock.Fd()), []byte{0}, unix.UnixRights(int(stdio[0].Fd()), int(stdio[1].Fd()), int(stdio[2].Fd())), nil, 0); err != nil {
+		return 0, fmt.Errorf("hand the stdio over: %w", err)
+	}
+	if err := st.result(); err != nil {
+		return 0, err
+	}
+	return st.pid, nil
+}
+
+// stageConn is the agent's end of a stage.
+type stageConn struct {
+	pid      int
+	requests *os.File
+	sock     *os.File
+	reports  *json.Decoder
+}
+
+// forkStage starts a stage: in a new PID namespace, or in the one of the
+// process enter (0: the agent's). The fork happens on a thread of its
+// own, which ends with its goroutine, so what it enters stays with it.
+func (a *guestAgent) forkStage(newPIDs bool, enter int) (*stageConn, error) {
+	reqR, reqW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer reqR.Close()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		reqW.Close()
+		return nil, err
+	}
+	mine, theirs := os.NewFile(uintptr(fds[0]), "stage"), os.NewFile(uintptr(fds[1]), "stage")
+	defer theirs.Close()
+	attr := &os.ProcAttr{Files: []*os.File{nil, nil, nil, reqR, theirs}, Sys: &syscall.SysProcAttr{Setsid: true}}
+	if newPIDs {
+		attr.Sys.Cloneflags = unix.CLONE_NEWPID
+	}
+	done := make(chan error, 1)
+	var pid int
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		if enter != 0 {
+			if err := a.enterPIDs(enter); err != nil {
+				done <- err
+				return
+			}
+		}
+		proc, err := os.StartProcess("/proc/self/exe", []string{"hutch-agent", Stage}, attr)
+		if err != nil {
+			done <- fmt.Errorf("start the container's stage: %w", err)
+			return
+		}
+		pid = proc.Pid
+		proc.Release() // reap collects it
+		done <- nil
+	}()
+	if err := <-done; err != nil {
+		reqW.Close()
+		mine.Close()
+		return nil, err
+	}
+	return &stageConn{pid: pid, requests: reqW, sock: mine, reports: json.NewDecoder(mine)}, nil
+}
+
+func (c *stageConn) send(r stageRequest) error {
+	if err := json.NewEncoder(c.requests).Encode(r); err != nil {
+		return fmt.Errorf("write to the container's stage: %w", err)
+	}
+	return nil
+}
+
+// result waits for the stage's report: nil for a setup it completed, or a
+// process it exec-ed (the socket closes with no report).
+func (c *stageConn) result() error {
+	var r stageReport
+	switch err := c.reports.Decode(&r); {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read the container's stage: %w", err)
+	case r.NotFound:
+		return fmt.Errorf("%s: %w", strings.TrimSuffix(r.Error, ": "+errNotFound.Error()), errNotFound)
+	case r.Error != "":
+		return errors.New(r.Error)
+	}
+	return nil
+}
+
+// close releases the agent's ends; a stage still waiting for its process
+// then exits.
+func (c *stageConn) close() {
+	c.requests.Close()
+	c.sock.Close()
+}
+
+// enterPIDs makes the calling thread's children members of the PID
+// namespace of the process pid.
+func (a *guestAgent) enterPIDs(pid int) error {
+	fd, err := unix.Openat(a.procFD, fmt.Sprintf("%d/ns/pid", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("find the container's PID namespace: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Setns(fd, unix.CLONE_NEWPID); err != nil {
+		return fmt.Errorf("enter the container's PID namespace: %w", err)
+	}
+	return nil
 }
 
 // capabilityNames are the capabilities by number.
@@ -246,11 +314,16 @@ var rlimits = map[string]int{
 // errNotFound is runc's error for a command that is not there.
 var errNotFound = errors.New("executable file not found in $PATH")
 
-// lookPath resolves a command as the process's own PATH would.
-func lookPath(name string, env []string) (string, error) {
+// lookPathIn resolves a command as the process's own PATH would, for a
+// process whose root is root; it returns the path as the process sees it.
+func lookPathIn(root, name string, env []string) (string, error) {
 	if filepath.IsAbs(name) {
 		// runc's words, which engines turn into 127 and 126.
-		fi, err := os.Stat(name)
+		p, err := resolveIn(root, name)
+		if err != nil {
+			return "", fmt.Errorf("exec: %q: %w", name, err)
+		}
+		fi, err := os.Stat(p)
 		switch {
 		case err != nil:
 			return "", fmt.Errorf("exec: %q: %w", name, err)
@@ -269,9 +342,13 @@ func lookPath(name string, env []string) (string, error) {
 		}
 	}
 	for _, dir := range filepath.SplitList(path) {
-		p := filepath.Join(dir, name)
+		cand := filepath.Join(dir, name)
+		p, err := resolveIn(root, cand)
+		if err != nil {
+			continue
+		}
 		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p, nil
+			return cand, nil
 		}
 	}
 	return "", fmt.Errorf("exec: %q: %w", name, errNotFound)

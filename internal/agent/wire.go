@@ -75,6 +75,10 @@ type Setup struct {
 	// runc's create finds it, so a missing one fails create, not start.
 	Command string   `json:"command,omitempty"`
 	Env     []string `json:"env,omitempty"`
+	// NewPIDNamespace makes the container's process the first of a PID
+	// namespace of its own, as the spec's "pid" namespace asks; processes
+	// exec-ed later join it.
+	NewPIDNamespace bool `json:"newPidNamespace,omitempty"`
 }
 
 // Mount is an OCI mount the guest performs inside the container's root.

@@ -58,7 +58,7 @@ func netNamespacePath(s *specs.Spec) (path string, own bool) {
 func (s *shim) setup() (agent.Setup, error) {
 	spec := s.bundle.Spec
 	out := agent.Setup{Hostname: spec.Hostname, Rootfs: "/dev/vda", Command: spec.Process.Args[0], Env: spec.Process.Env,
-		Network: agent.Network{Enabled: !s.noNIC}}
+		Network: agent.Network{Enabled: !s.noNIC}, NewPIDNamespace: newPIDNamespace(spec)}
 	if !s.noNIC {
 		out.Network.Address, out.Network.Gateway, out.Network.DNS = s.net.CIDR(), s.net.Gateway.String(), s.net.DNS.String()
 	}

@@ -389,3 +389,47 @@ func TestPodmanPublishUDP(t *testing.T) {
 		}
 	}
 }
+
+// TestPodmanPID1: the container's process is PID 1 of a PID namespace of
+// its own in the guest, as under runc, so signals behave as they do
+// there. PID 1 ignores a signal it has no handler for, from inside (`kill
+// -9 $$` leaves the shell running) and from the engine (`podman stop`
+// waits its timeout, then kills). Each case is run with runc side by side.
+func TestPodmanPID1(t *testing.T) {
+	script := `echo pid=$$; kill -9 $$; echo alive; hostname; ls /proc | grep -c '^[0-9]'`
+	var want result
+	for _, rt := range []string{"runc", runtimeBin} {
+		r := runCmd(t, podman.Podman(rt, "run", "--rm", "--hostname", "pid1-test", image, "sh", "-c", script))
+		if rt == "runc" {
+			want = r
+			if r.code != 0 || !strings.HasPrefix(r.stdout, "pid=1\nalive\npid1-test\n") {
+				t.Fatalf("runc, the reference: exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
+			}
+			continue
+		}
+		if r.code != want.code || r.stdout != want.stdout {
+			t.Errorf("sh -c %q: exit %d, stdout %q; runc: exit %d, stdout %q (stderr %s)", script, r.code, r.stdout, want.code, want.stdout, r.stderr)
+		}
+	}
+
+	const timeout = 4
+	for _, rt := range []string{"runc", runtimeBin} {
+		name := "hutch-oci-pid1"
+		runCmd(t, podman.Podman(rt, "rm", "-f", name))
+		if r := runCmd(t, podman.Podman(rt, "run", "-d", "--name", name, image, "sh", "-c", "while :; do sleep 1; done")); r.code != 0 {
+			t.Fatalf("%s: podman run -d: exit %d: %s", rt, r.code, r.stderr)
+		}
+		start := time.Now()
+		r := runCmd(t, podman.Podman(rt, "stop", "-t", strconv.Itoa(timeout), name))
+		took := time.Since(start)
+		status := strings.TrimSpace(runCmd(t, podman.Podman(rt, "inspect", "--format", "{{.State.ExitCode}}", name)).stdout)
+		runCmd(t, podman.Podman(rt, "rm", "-f", name))
+		if r.code != 0 || took < timeout*time.Second || status != "137" {
+			t.Errorf("%s: podman stop -t %d of a shell: exit %d after %s, container status %s; want the timeout waited and 137 (stderr %s)",
+				rt, timeout, r.code, took.Round(100*time.Millisecond), status, r.stderr)
+		}
+	}
+	if left := podman.vmms(5 * time.Second); len(left) != 0 {
+		t.Fatalf("VMMs left: %v", left)
+	}
+}
