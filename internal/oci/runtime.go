@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/hutch-vm/hutch/internal/config"
 	"github.com/hutch-vm/hutch/internal/store"
@@ -71,11 +73,11 @@ func (r Runtime) Create(o CreateOptions) (*exec.Cmd, error) {
 		}
 		os.RemoveAll(p.Dir)
 	}()
-	rec := Record{ID: o.ID, Bundle: b.Dir, Rootfs: b.Rootfs, Created: time.Now().UTC(), Annotations: b.Spec.Annotations}
+	rec := Record{ID: o.ID, Bundle: b.Dir, Rootfs: b.Rootfs, Created: time.Now().UTC(), Annotations: b.Spec.Annotations, Hooks: b.Spec.Hooks}
 	if err := store.WriteJSON(p.State(), rec); err != nil {
 		return nil, err
 	}
-	readyR, readyW, err := os.Pipe()
+	readyR, readyW, err := shimChannel()
 	if err != nil {
 		return nil, fmt.Errorf("create: %w", err)
 	}
@@ -114,7 +116,9 @@ func (r Runtime) Create(o CreateOptions) (*exec.Cmd, error) {
 	if err := r.update(o.ID, func(rec *Record) { rec.Shim = proc }); err != nil {
 		return nil, err
 	}
-	if err := awaitShim(readyR, cfg.BootTimeout+shimSetupTimeout, p.ShimLog()); err != nil {
+	rec.Shim = proc
+	hooks := func() error { return runHooks(rec.Hooks, hooksCreate, hookState(rec, specs.StateCreating)) }
+	if err := awaitShim(readyR, cfg.BootTimeout+shimSetupTimeout, p.ShimLog(), hooks); err != nil {
 		return nil, err
 	}
 	if o.PidFile != "" {
@@ -134,22 +138,51 @@ const shimSetupTimeout = 60 * time.Second
 // engine (the TCG fallback) before its verdict.
 const readyNotice = "notice: "
 
-// awaitShim reads the shim's report: notices, then "ok" or the error that
-// stopped it. A shim silent past timeout is an error; the caller kills it
-// and everything it started dies with it.
-func awaitShim(r *os.File, timeout time.Duration, logPath string) error {
-	r.SetReadDeadline(time.Now().Add(timeout))
-	msg, err := io.ReadAll(io.LimitReader(r, 64<<10))
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return fmt.Errorf("the container was not created within %s; see %s", timeout, logPath)
+// shimChannel is the socket the shim reports on, and reads create's
+// answer from when create runs hooks for it; create's end has deadlines.
+func shimChannel() (mine, shims *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
 	}
+	unix.SetNonblock(fds[0], true)
+	return os.NewFile(uintptr(fds[0]), "shim"), os.NewFile(uintptr(fds[1]), "ready"), nil
+}
+
+// shimHooks is the line a shim sends when its namespaces exist and the
+// create-time hooks are to run; create answers shimGo once they have.
+const (
+	shimHooks = "hooks"
+	shimGo    = "go"
+)
+
+// awaitShim reads the shim's report: notices, then "ok" or the error that
+// stopped it; on the way it runs hooks when the shim asks. A shim silent
+// past timeout is an error; the caller kills it and everything it started
+// dies with it.
+func awaitShim(r *os.File, timeout time.Duration, logPath string, hooks func() error) error {
+	r.SetReadDeadline(time.Now().Add(timeout))
+	lines := bufio.NewScanner(io.LimitReader(r, 64<<10))
 	var verdict string
-	for _, line := range strings.Split(strings.TrimSpace(string(msg)), "\n") {
+	for lines.Scan() {
+		line := lines.Text()
 		if n, ok := strings.CutPrefix(line, readyNotice); ok {
 			slog.Warn(n) // runc's warnings go to --log, or stderr without one
 			continue
 		}
+		if line == shimHooks {
+			if err := hooks(); err != nil {
+				return err
+			}
+			if _, err := fmt.Fprintln(r, shimGo); err != nil {
+				return fmt.Errorf("the shim went away while its hooks ran; see %s", logPath)
+			}
+			continue
+		}
 		verdict = line
+	}
+	if errors.Is(lines.Err(), os.ErrDeadlineExceeded) {
+		return fmt.Errorf("the container was not created within %s; see %s", timeout, logPath)
 	}
 	switch verdict {
 	case "ok":
@@ -227,6 +260,10 @@ func (r Runtime) Start(id string) error {
 	case specs.StateRunning:
 		return errors.New("cannot start an already running container")
 	}
+	if err := runHooks(rec.Hooks, hooksStart, hookState(rec, specs.StateCreated)); err != nil {
+		rec.Shim.Signal(syscall.SIGKILL) // the spec's "stop the container"
+		return err
+	}
 	rep, err := r.ask(id, request{Op: "start"})
 	if err != nil {
 		return err
@@ -234,6 +271,7 @@ func (r Runtime) Start(id string) error {
 	if rep.Error != "" {
 		return errors.New(rep.Error)
 	}
+	runHooksWarn(rec.Hooks, hooksPoststart, hookState(rec, specs.StateRunning))
 	return nil
 }
 
@@ -296,6 +334,7 @@ func (r Runtime) Delete(id string, force bool) error {
 	if err := os.RemoveAll(r.paths(id).Dir); err != nil {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
+	runHooksWarn(rec.Hooks, hooksPoststop, hookState(rec, specs.StateStopped))
 	return nil
 }
 
@@ -355,7 +394,8 @@ func Features() any {
 		Linux         any      `json:"linux"`
 		Annotations   any      `json:"annotations"`
 	}{
-		OCIVersionMin: "1.0.0", OCIVersionMax: specs.Version, Hooks: []string{},
+		OCIVersionMin: "1.0.0", OCIVersionMax: specs.Version,
+		Hooks: []string{"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"},
 		MountOptions: []string{"ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async",
 			"noatime", "atime", "nodiratime", "diratime", "relatime", "norelatime", "strictatime", "dirsync", "mand", "nomand", "bind", "rbind"},
 		Linux: map[string]any{

@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -122,6 +123,13 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 		return 1, err
 	}
 	spec := s.bundle.Spec
+	if len(hooksCreate.of(spec.Hooks)) > 0 {
+		// Before the VM looks at the network namespace, which a hook may
+		// set up (Docker's bridge network is its prestart hook).
+		if err := awaitHooks(ready); err != nil {
+			return 1, err
+		}
+	}
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs)
 
@@ -739,4 +747,17 @@ func receivedFiles(oob []byte) []*os.File {
 		}
 	}
 	return files
+}
+
+// awaitHooks asks create to run the create-time hooks, now that the shim
+// (the state's pid) and its namespaces exist, and waits until they have.
+func awaitHooks(ready *os.File) error {
+	if _, err := fmt.Fprintln(ready, shimHooks); err != nil {
+		return fmt.Errorf("ask for the hooks: %w", err)
+	}
+	line, err := bufio.NewReader(ready).ReadString('\n')
+	if strings.TrimSpace(line) != shimGo {
+		return fmt.Errorf("create did not run the hooks: %q, %v", line, err)
+	}
+	return nil
 }

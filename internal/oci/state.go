@@ -19,6 +19,9 @@ type Record struct {
 	Created     time.Time         `json:"created"`
 	Owner       string            `json:"owner"`
 	Annotations map[string]string `json:"annotations,omitempty"`
+	// Hooks are the configuration's, kept for start and delete, which
+	// must not depend on the bundle still being there.
+	Hooks *specs.Hooks `json:"hooks,omitempty"`
 	// Shim is the process engines know as the container's pid.
 	Shim store.Proc `json:"shim"`
 	// Started is set once the container's process runs.

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hutch-vm/hutch/internal/console"
+	"github.com/hutch-vm/hutch/test/ocitest"
 	"github.com/hutch-vm/hutch/test/testproc"
 )
 
@@ -21,7 +24,11 @@ type dockerd struct {
 	host string
 }
 
-func startDockerd(t *testing.T) *dockerd {
+func startDockerd(t *testing.T) *dockerd { return startDockerdOn(t, "none") }
+
+// startDockerdOn starts a daemon whose default network is bridge, an
+// existing bridge (or "none").
+func startDockerdOn(t *testing.T, bridge string) *dockerd {
 	for _, tool := range []string{"dockerd", "docker"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is missing: install docker.io (make deps)", tool)
@@ -34,9 +41,9 @@ func startDockerd(t *testing.T) *dockerd {
 		"hosts":     []string{"unix://" + sock},
 		"data-root": filepath.Join(dir, "data"), "exec-root": filepath.Join(dir, "exec"),
 		"pidfile": filepath.Join(dir, "docker.pid"),
-		// The test needs no network of Docker's making, and must not
-		// touch the host's firewall.
-		"iptables": false, "bridge": "none",
+		// The test's own bridge, if any; the host's firewall and
+		// forwarding are not touched.
+		"iptables": false, "ip-forward": false, "bridge": bridge,
 	}
 	b, _ := json.Marshal(cfg)
 	cfgPath := filepath.Join(dir, "daemon.json")
@@ -142,5 +149,52 @@ func TestDocker(t *testing.T) {
 	}
 	if !waitGone(vmm) {
 		t.Fatalf("the VMM %d outlived docker stop and rm", vmm)
+	}
+}
+
+// dockerBridge is the bridge TestDockerBridge gives its daemon, and the
+// host's address on it.
+const (
+	dockerBridge     = "hutchbr0"
+	dockerBridgeHost = "172.31.250.1"
+)
+
+// TestDockerBridge: Docker's default network, which is its prestart hook
+// (libnetwork-setkey plumbs the container's end of a veth pair into the
+// namespace the hook's state names). The container reaches a server on
+// the host, and a published port answers through docker-proxy.
+func TestDockerBridge(t *testing.T) {
+	runCmd(t, testproc.Command("ip", "link", "del", dockerBridge))
+	for _, args := range [][]string{{"link", "add", dockerBridge, "type", "bridge"},
+		{"addr", "add", dockerBridgeHost + "/24", "dev", dockerBridge}, {"link", "set", dockerBridge, "up"}} {
+		if r := runCmd(t, testproc.Command("ip", args...)); r.code != 0 {
+			t.Fatalf("ip %s: %s", strings.Join(args, " "), r.stderr)
+		}
+	}
+	t.Cleanup(func() { runCmd(t, testproc.Command("ip", "link", "del", dockerBridge)) })
+	d := startDockerdOn(t, dockerBridge)
+
+	l, err := net.Listen("tcp", dockerBridgeHost+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "from-host") }))
+	url := fmt.Sprintf("http://%s/", l.Addr())
+	r := runCmd(t, d.docker("run", "--rm", "--runtime", "hutch", image, "sh", "-c", "ip -4 -o addr show eth0 | wc -l; wget -qO- "+url))
+	if r.code != 0 || r.stdout != "1\nfrom-host" {
+		t.Fatalf("docker run, the bridge network: wget %s from the container: exit %d, stdout %q, stderr %s", url, r.code, r.stdout, r.stderr)
+	}
+
+	name := "hutch-docker-web"
+	port := freePort(t)
+	defer runCmd(t, d.docker("rm", "-f", name))
+	if r := runCmd(t, d.docker("run", "-d", "--name", name, "--runtime", "hutch", "-p", fmt.Sprintf("127.0.0.1:%d:8080", port), image,
+		"httpd", "-f", "-p", "8080", "-h", "/www")); r.code != 0 {
+		t.Fatalf("docker run -d -p: exit %d: %s", r.code, r.stderr)
+	}
+	got, err := pollHTTP(fmt.Sprintf("http://127.0.0.1:%d/", port), 90*time.Second)
+	if err != nil || !strings.Contains(got, ocitest.PageText) {
+		t.Fatalf("docker run -p %d:8080: got %q, %v", port, got, err)
 	}
 }

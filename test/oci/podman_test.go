@@ -235,20 +235,27 @@ func TestPodmanPublish(t *testing.T) {
 	}
 	defer runCmd(t, podman.podman("rm", "-f", name))
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	if body, err := pollHTTP(url, 60*time.Second); err != nil || !strings.Contains(body, ocitest.PageText) {
+		t.Fatalf("GET %s: %q, %v", url, body, err)
+	}
+}
+
+// pollHTTP GETs url until it answers 200 or timeout passes.
+func pollHTTP(url string, timeout time.Duration) (string, error) {
 	client := http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(timeout)
 	for {
 		resp, err := client.Get(url)
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if strings.Contains(string(body), ocitest.PageText) {
-				return
+			if resp.StatusCode == http.StatusOK {
+				return string(body), nil
 			}
 			err = fmt.Errorf("status %s, body %q", resp.Status, body)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("GET %s: %v", url, err)
+			return "", err
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
