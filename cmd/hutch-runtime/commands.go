@@ -244,6 +244,28 @@ func resumeCmd(g *globals) *cobra.Command {
 		RunE: func(_ *cobra.Command, args []string) error { return g.runtime().Resume(args[0]) }}
 }
 
+func psCmd(g *globals) *cobra.Command {
+	var format string
+	c := &cobra.Command{Use: "ps [--format table|json] ID [PS_ARGS...]",
+		Short: "List the container's host processes (its shim, VMM and helpers)", Args: cobra.MinimumNArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			switch format {
+			case "json":
+				pids, err := g.runtime().Pids(args[0])
+				if err != nil {
+					return err
+				}
+				return json.NewEncoder(os.Stdout).Encode(pids)
+			case "table":
+				return g.runtime().PS(args[0], args[1:], os.Stdout)
+			}
+			return fmt.Errorf("invalid format %q: use table or json", format)
+		}}
+	c.Flags().StringVarP(&format, "format", "f", "table", "table (ps(1)'s lines) or json (the pids)")
+	c.Flags().SetInterspersed(false) // what follows the id is ps(1)'s
+	return c
+}
+
 func featuresCmd() *cobra.Command {
 	return &cobra.Command{Use: "features", Short: "Print what this runtime supports (runtime-spec features JSON)", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {

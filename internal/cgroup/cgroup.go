@@ -382,3 +382,122 @@ func Sweep(fs FS, live func(name string) bool) {
 		}
 	}
 }
+
+// ContainerPath is an OCI linux.cgroupsPath as a path under each
+// hierarchy's root. The systemd form "slice:prefix:name" becomes the
+// directory systemd gives such a scope ("a-b.slice" nests in "a.slice"),
+// so the group is where the engine, reading it back, looks for it.
+func ContainerPath(cgroupsPath string) (string, error) {
+	p := cgroupsPath
+	if parts := strings.Split(p, ":"); len(parts) == 3 && !strings.Contains(parts[0], "/") {
+		slice, prefix, name := parts[0], parts[1], parts[2]
+		if slice == "" {
+			slice = "system.slice"
+		}
+		var dir string
+		if slice != "-.slice" {
+			stem := strings.TrimSuffix(slice, ".slice")
+			for i := range stem {
+				if stem[i] == '-' {
+					dir = filepath.Join(dir, stem[:i]+".slice")
+				}
+			}
+			dir = filepath.Join(dir, slice)
+		}
+		leaf := name
+		if !strings.HasSuffix(name, ".slice") {
+			leaf = prefix + "-" + name + ".scope"
+			if prefix == "" {
+				leaf = name + ".scope"
+			}
+		}
+		p = "/" + filepath.Join(dir, leaf)
+	}
+	clean := filepath.Clean("/" + p)
+	if clean == "/" || p != "" && strings.Contains("/"+p+"/", "/../") {
+		return "", fmt.Errorf("cgroupsPath %q: not a group below the root", cgroupsPath)
+	}
+	return clean, nil
+}
+
+// Join puts pid in the group at path (as ContainerPath gives it) of every
+// mounted hierarchy, making the group where it is missing, as runc places
+// a container's init: the v2 tree, or each v1 hierarchy. It returns the
+// groups' directories.
+func Join(fs FS, path string, pid int) ([]string, error) {
+	t, err := fs.statType(fs.Root)
+	if err != nil {
+		return nil, fmt.Errorf("no cgroup filesystem at %s: %w", fs.Root, err)
+	}
+	mounts := []string{fs.Root}
+	if t != unix.CGROUP2_SUPER_MAGIC {
+		mounts = nil
+		ents, err := os.ReadDir(fs.Root)
+		if err != nil {
+			return nil, err
+		}
+		seen := map[string]bool{}
+		for _, e := range ents {
+			m := filepath.Join(fs.Root, e.Name())
+			real, err := filepath.EvalSymlinks(m)
+			if err != nil || seen[real] {
+				continue
+			}
+			if t, err := fs.statType(real); err != nil || t != unix.CGROUP_SUPER_MAGIC {
+				continue // the hybrid layout's cgroup2 "unified" carries no controller
+			}
+			seen[real] = true
+			mounts = append(mounts, real)
+		}
+	}
+	var dirs []string
+	for _, m := range mounts {
+		dir := filepath.Join(m, path)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return dirs, fmt.Errorf("create cgroup %s: %w", dir, err)
+		}
+		dirs = append(dirs, dir)
+		if err := inheritCpuset(m, path); err != nil {
+			return dirs, err
+		}
+		if err := write(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
+			return dirs, err
+		}
+	}
+	return dirs, nil
+}
+
+// inheritCpuset fills the empty cpuset.cpus and cpuset.mems of the groups
+// on path from their parents, as runc does: a v1 cpuset group starts
+// empty, and takes no process until both are set.
+func inheritCpuset(mount, path string) error {
+	parent := mount
+	for _, part := range strings.Split(strings.Trim(path, "/"), "/") {
+		dir := filepath.Join(parent, part)
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			cur, err := os.ReadFile(filepath.Join(dir, f))
+			if err != nil {
+				return nil // not a cpuset hierarchy
+			}
+			if len(strings.TrimSpace(string(cur))) > 0 {
+				continue
+			}
+			v, err := os.ReadFile(filepath.Join(parent, f))
+			if err != nil {
+				return fmt.Errorf("read %s: %w", filepath.Join(parent, f), err)
+			}
+			if err := write(filepath.Join(dir, f), strings.TrimSpace(string(v))); err != nil {
+				return err
+			}
+		}
+		parent = dir
+	}
+	return nil
+}
+
+// RemoveDirs removes groups Join made, once the processes in them are gone.
+func RemoveDirs(dirs []string) {
+	for _, d := range dirs {
+		removeWhenEmpty(nil, d)
+	}
+}

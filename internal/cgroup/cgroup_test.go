@@ -540,3 +540,23 @@ func TestHost(t *testing.T) {
 		t.Errorf("second Remove: %v", err)
 	}
 }
+
+func TestContainerPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/docker/abc":             "/docker/abc",
+		"k8s.io/abc":              "/k8s.io/abc",
+		"system.slice:docker:abc": "/system.slice/docker-abc.scope",
+		"kubepods-besteffort-pod1.slice:cri-containerd:abc": "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-containerd-abc.scope",
+		":libpod:abc":            "/system.slice/libpod-abc.scope",
+		"machine.slice:libpod:x": "/machine.slice/libpod-x.scope",
+	} {
+		if got, err := ContainerPath(in); err != nil || got != want {
+			t.Errorf("ContainerPath(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "/", "../x", "/a/../../b"} {
+		if got, err := ContainerPath(bad); err == nil {
+			t.Errorf("ContainerPath(%q) = %q, want an error", bad, got)
+		}
+	}
+}

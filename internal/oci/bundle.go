@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/hutch-vm/hutch/internal/cgroup"
 )
 
 // ConfigFile is the bundle's OCI configuration.
@@ -82,6 +84,11 @@ func checkSpec(s *specs.Spec) error {
 	for _, m := range s.Mounts {
 		if !filepath.IsAbs(m.Destination) {
 			return fmt.Errorf("mount destination %q is not an absolute path", m.Destination)
+		}
+	}
+	if s.Linux != nil && s.Linux.CgroupsPath != "" {
+		if _, err := cgroup.ContainerPath(s.Linux.CgroupsPath); err != nil {
+			return err
 		}
 	}
 	return nil

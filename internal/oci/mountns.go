@@ -2,6 +2,7 @@ package oci
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -39,13 +40,19 @@ func openHostRoot() (*os.File, error) {
 // the container's mount namespace (podman cp on a running container) find
 // its files at /. The shim itself then chroots back to the host's root
 // through the descriptor create passed, so its own paths are unchanged.
-func enterContainerRoot(rootfs string, hostRoot *os.File) error {
+// With proc, the root gets a /proc of the shim's PID namespace, which
+// engines read for the container's processes (podman top): the shim, the
+// VMM and its helpers.
+func enterContainerRoot(rootfs string, hostRoot *os.File, proc bool) error {
 	defer hostRoot.Close()
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
 		return fmt.Errorf("make the shim's mounts private: %w", err)
 	}
 	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind the rootfs: %w", err)
+	}
+	if proc {
+		mountProc(rootfs)
 	}
 	if err := unix.Chdir(rootfs); err != nil {
 		return fmt.Errorf("enter the rootfs: %w", err)
@@ -63,4 +70,21 @@ func enterContainerRoot(rootfs string, hostRoot *os.File) error {
 		return fmt.Errorf("return to the host's root: %w", err)
 	}
 	return unix.Chdir("/")
+}
+
+// mountProc mounts a procfs on rootfs's proc directory, before the host's
+// /proc leaves the namespace (a user namespace may mount procfs only where
+// one is fully visible). The image's proc must be a directory, not a link
+// that would put it on the host's paths the shim goes on using.
+func mountProc(rootfs string) {
+	fd, err := unix.Open(rootfs+"/proc", unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		slog.Warn("the container's root gets no /proc for podman top", "err", err)
+		return
+	}
+	defer unix.Close(fd)
+	target := fmt.Sprintf("/proc/self/fd/%d", fd)
+	if err := unix.Mount("proc", target, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		slog.Warn("the container's root gets no /proc for podman top", "err", err)
+	}
 }

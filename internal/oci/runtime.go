@@ -17,6 +17,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/hutch-vm/hutch/internal/cgroup"
 	"github.com/hutch-vm/hutch/internal/config"
 	"github.com/hutch-vm/hutch/internal/store"
 )
@@ -62,6 +63,7 @@ func (r Runtime) Create(o CreateOptions) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("create container dir: %w", err)
 	}
 	var shim *exec.Cmd
+	var cgroups []string
 	ok := false
 	defer func() {
 		if ok {
@@ -71,6 +73,7 @@ func (r Runtime) Create(o CreateOptions) (*exec.Cmd, error) {
 			shim.Process.Kill()
 			shim.Wait()
 		}
+		cgroup.RemoveDirs(cgroups)
 		os.RemoveAll(p.Dir)
 	}()
 	rec := Record{ID: o.ID, Bundle: b.Dir, Rootfs: b.Rootfs, Created: time.Now().UTC(), Annotations: b.Spec.Annotations, Hooks: b.Spec.Hooks}
@@ -117,8 +120,14 @@ func (r Runtime) Create(o CreateOptions) (*exec.Cmd, error) {
 		return nil, err
 	}
 	rec.Shim = proc
-	hooks := func() error { return runHooks(rec.Hooks, hooksCreate, hookState(rec, specs.StateCreating)) }
-	if err := awaitShim(readyR, cfg.BootTimeout+shimSetupTimeout, p.ShimLog(), hooks); err != nil {
+	place := func() error {
+		var err error
+		if cgroups, err = r.joinCgroup(o.ID, b.Spec, shim.Process.Pid); err != nil {
+			return err
+		}
+		return runHooks(rec.Hooks, hooksCreate, hookState(rec, specs.StateCreating))
+	}
+	if err := awaitShim(readyR, cfg.BootTimeout+shimSetupTimeout, p.ShimLog(), place); err != nil {
 		return nil, err
 	}
 	if o.PidFile != "" {
@@ -128,6 +137,29 @@ func (r Runtime) Create(o CreateOptions) (*exec.Cmd, error) {
 	}
 	ok = true
 	return shim, nil
+}
+
+// joinCgroup puts the shim, and so the VM and everything else it starts,
+// in the container's cgroup (linux.cgroupsPath), where engines read a
+// container's statistics: `docker stats` then counts the VM. Without root
+// the engine has made no group hutch-runtime could join (rootless runc
+// skips it too).
+func (r Runtime) joinCgroup(id string, s *specs.Spec, pid int) ([]string, error) {
+	if s.Linux == nil || s.Linux.CgroupsPath == "" || os.Geteuid() != 0 {
+		return nil, nil
+	}
+	path, err := cgroup.ContainerPath(s.Linux.CgroupsPath)
+	if err != nil {
+		return nil, err
+	}
+	dirs, err := cgroup.Join(cgroup.Host(), path, pid)
+	if uerr := r.update(id, func(rec *Record) { rec.Cgroups = dirs }); err == nil {
+		err = uerr
+	}
+	if err != nil {
+		return dirs, fmt.Errorf("put the container in its cgroup: %w", err)
+	}
+	return dirs, nil
 }
 
 // shimSetupTimeout is the shim's time besides the guest's boot: building
@@ -149,10 +181,11 @@ func shimChannel() (mine, shims *os.File, err error) {
 	return os.NewFile(uintptr(fds[0]), "shim"), os.NewFile(uintptr(fds[1]), "ready"), nil
 }
 
-// shimHooks is the line a shim sends when its namespaces exist and the
-// create-time hooks are to run; create answers shimGo once they have.
+// shimHooks is the line a shim sends first, when its namespaces exist;
+// create answers shimGo once it has put the shim in the container's cgroup
+// and run the create-time hooks.
 const (
-	shimHooks = "hooks"
+	shimHooks = "placement"
 	shimGo    = "go"
 )
 
@@ -326,6 +359,7 @@ func (r Runtime) Delete(id string, force bool) error {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	cgroup.RemoveDirs(rec.Cgroups)
 	if rec.Lease != "" {
 		if l, err := ledger(); err == nil {
 			l.Release(rec.Lease)

@@ -123,12 +123,12 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 		return 1, err
 	}
 	spec := s.bundle.Spec
-	if len(hooksCreate.of(spec.Hooks)) > 0 {
-		// Before the VM looks at the network namespace, which a hook may
-		// set up (Docker's bridge network is its prestart hook).
-		if err := awaitHooks(ready); err != nil {
-			return 1, err
-		}
+	// Before anything else runs, create puts the shim in the container's
+	// cgroup (what it starts stays there) and runs the create-time hooks,
+	// which may set up the network namespace the VM then looks at
+	// (Docker's bridge network is its prestart hook).
+	if err := awaitPlacement(ready); err != nil {
+		return 1, err
 	}
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs)
@@ -161,7 +161,7 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 		defer s.stopFS()
 	}
 	if s.hostRoot {
-		if err := enterContainerRoot(s.bundle.Rootfs, os.NewFile(hostRootFD, "/")); err != nil {
+		if err := enterContainerRoot(s.bundle.Rootfs, os.NewFile(hostRootFD, "/"), newPIDNamespace(spec)); err != nil {
 			return 1, err
 		}
 	}
@@ -749,15 +749,16 @@ func receivedFiles(oob []byte) []*os.File {
 	return files
 }
 
-// awaitHooks asks create to run the create-time hooks, now that the shim
-// (the state's pid) and its namespaces exist, and waits until they have.
-func awaitHooks(ready *os.File) error {
+// awaitPlacement asks create to place the shim and run the create-time
+// hooks, now that the shim (the state's pid) and its namespaces exist, and
+// waits until it has.
+func awaitPlacement(ready *os.File) error {
 	if _, err := fmt.Fprintln(ready, shimHooks); err != nil {
 		return fmt.Errorf("ask for the hooks: %w", err)
 	}
 	line, err := bufio.NewReader(ready).ReadString('\n')
 	if strings.TrimSpace(line) != shimGo {
-		return fmt.Errorf("create did not run the hooks: %q, %v", line, err)
+		return fmt.Errorf("create did not place the shim: %q, %v", line, err)
 	}
 	return nil
 }

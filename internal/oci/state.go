@@ -34,6 +34,9 @@ type Record struct {
 	VMM    VMMUser `json:"vmm"`
 	VMMPid int     `json:"vmmPid,omitempty"`
 	Lease  string  `json:"lease,omitempty"`
+	// Cgroups are the container's cgroup directories the shim was put in,
+	// removed with the container.
+	Cgroups []string `json:"cgroups,omitempty"`
 }
 
 // ErrNotExist is runc's answer for an unknown id; engines look for

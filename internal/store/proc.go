@@ -79,8 +79,6 @@ func startTime(pid int) (uint64, error) {
 	return strconv.ParseUint(f[19], 10, 64)
 }
 
-// statFields splits /proc/<pid>/stat after the command name, which may
-// itself hold spaces and parentheses; f[0] is the state (field 3).
 // ParentInProc is this process's parent's pid as /proc numbers it, or 0.
 func ParentInProc() int {
 	b, err := os.ReadFile("/proc/self/stat")
@@ -95,6 +93,8 @@ func ParentInProc() int {
 	return ppid
 }
 
+// statFields splits /proc/<pid>/stat after the command name, which may
+// itself hold spaces and parentheses; f[0] is the state (field 3).
 func statFields(b []byte) ([]string, error) {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
@@ -106,4 +106,35 @@ func statFields(b []byte) ([]string, error) {
 		return nil, fmt.Errorf("malformed stat")
 	}
 	return f, nil
+}
+
+// Descendants lists the live processes below pid (zombies left out),
+// nearest first, as /proc numbers them.
+func Descendants(pid int) []int {
+	children := map[int][]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		f, err := statFields(b)
+		if err != nil || f[0] == "Z" {
+			continue
+		}
+		pp, _ := strconv.Atoi(f[1])
+		children[pp] = append(children[pp], p)
+	}
+	var out []int
+	for queue := []int{pid}; len(queue) > 0; queue = queue[1:] {
+		for _, c := range children[queue[0]] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
 }

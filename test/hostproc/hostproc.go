@@ -5,6 +5,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/hutch-vm/hutch/internal/store"
 )
 
 // Status reads /proc/<pid>/status as a map; nil if the process is gone.
@@ -28,25 +30,4 @@ func Status(pid int) map[string]string {
 }
 
 // Descendants lists the live processes below pid, nearest first.
-func Descendants(pid int) []int {
-	children := map[int][]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st := Status(p); st != nil {
-			pp, _ := strconv.Atoi(st["PPid"])
-			children[pp] = append(children[pp], p)
-		}
-	}
-	var out []int
-	for queue := []int{pid}; len(queue) > 0; queue = queue[1:] {
-		for _, c := range children[queue[0]] {
-			out = append(out, c)
-			queue = append(queue, c)
-		}
-	}
-	return out
-}
+func Descendants(pid int) []int { return store.Descendants(pid) }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -196,5 +197,32 @@ func TestDockerBridge(t *testing.T) {
 	got, err := pollHTTP(fmt.Sprintf("http://127.0.0.1:%d/", port), 90*time.Second)
 	if err != nil || !strings.Contains(got, ocitest.PageText) {
 		t.Fatalf("docker run -p %d:8080: got %q, %v", port, got, err)
+	}
+
+	// docker top lists the container's host processes: hutch-runtime ps
+	// gives containerd's shim the shim's pid and everything below it.
+	if r := runCmd(t, d.docker("top", name)); r.code != 0 || !strings.Contains(r.stdout, "qemu-system-x86_64") || !strings.Contains(r.stdout, "hutch-runtime") {
+		t.Errorf("docker top: exit %d, want the shim and the VMM:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// docker stats reads the cgroup of the container's pid, which is the
+	// container's (linux.cgroupsPath), with the VM in it.
+	pid, _ := strconv.Atoi(strings.TrimSpace(runCmd(t, d.docker("inspect", "--format", "{{.State.Pid}}", name)).stdout))
+	id := strings.TrimSpace(runCmd(t, d.docker("inspect", "--format", "{{.Id}}", name)).stdout)
+	vmm := childQEMU(pid)
+	if cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", vmm)); vmm == 0 || !strings.Contains(string(cg), "memory:/docker/"+id) {
+		t.Errorf("the VMM %d is not in the container's memory cgroup /docker/%s:\n%s", vmm, id, cg)
+	}
+	r = runCmd(t, d.docker("stats", "--no-stream", "--format", "{{.MemUsage}}", name))
+	var used float64
+	var unit string
+	fmt.Sscanf(r.stdout, "%f%s", &used, &unit)
+	if r.code != 0 || !strings.HasPrefix(unit, "MiB") || used < 64 {
+		t.Errorf("docker stats: %q (exit %d, %s); want the VM's memory, over 64 MiB", r.stdout, r.code, r.stderr)
+	}
+	if r := runCmd(t, d.docker("rm", "-f", name)); r.code != 0 {
+		t.Fatalf("docker rm -f: %s", r.stderr)
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/memory/docker/" + id); !os.IsNotExist(err) {
+		t.Errorf("the container's cgroup outlived it: %v", err)
 	}
 }

@@ -192,6 +192,15 @@ func TestPodmanDetachStopRemove(t *testing.T) {
 	if r := runCmd(t, in); r.code != 0 || r.stdout != "piped\n" {
 		t.Errorf("podman exec -i cat: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
+	// podman top reads the container's pid's /proc: that of the shim's
+	// namespace, with the VM's host processes. ps(1) descriptors make it
+	// run ps in the container, where the container's own are.
+	if r := runCmd(t, podman.podman("top", name)); r.code != 0 || !strings.Contains(r.stdout, "qemu-system-x86_64") {
+		t.Errorf("podman top: exit %d, want the VMM:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCmd(t, podman.podman("top", name, "aux")); r.code != 0 || !strings.Contains(r.stdout, "sleep 1000") {
+		t.Errorf("podman top %s aux: exit %d, want the container's sleep:\n%s%s", name, r.code, r.stdout, r.stderr)
+	}
 	if r := runCmd(t, podman.podman("stop", "-t", "10", name)); r.code != 0 {
 		t.Fatalf("podman stop: exit %d: %s", r.code, r.stderr)
 	}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -156,6 +157,19 @@ func TestRuntimeLifecycle(t *testing.T) {
 	res := r.run("exec", "life", "sh", "-c", "hostname; echo exec-err >&2; exit 6")
 	if res.code != 6 || res.stdout != "hutch-test\n" || res.stderr != "exec-err\n" {
 		t.Fatalf("exec: exit %d (want 6), stdout %q, stderr %q", res.code, res.stdout, res.stderr)
+	}
+	// ps: the container's host processes, the shim (its pid) first, then
+	// the VMM and its helpers.
+	res = r.run("ps", "--format", "json", "life")
+	var pids []int
+	if err := json.Unmarshal([]byte(res.stdout), &pids); err != nil || res.code != 0 || len(pids) < 2 || pids[0] != pid || !slices.Contains(pids, childQEMU(pid)) {
+		t.Fatalf("ps --format json: exit %d, %q (%v), want the shim %d and the VMM %d: %s", res.code, res.stdout, err, pid, childQEMU(pid), res.stderr)
+	}
+	if res := r.run("ps", "life"); res.code != 0 || !strings.HasPrefix(res.stdout, "UID") || !strings.Contains(res.stdout, "qemu-system-x86_64") {
+		t.Fatalf("ps: exit %d, want ps -ef's header and the VMM:\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if res := r.run("ps", "--format", "yaml", "life"); res.code == 0 || !strings.Contains(res.stderr, "invalid format") {
+		t.Fatalf("ps --format yaml: exit %d: %s", res.code, res.stderr)
 	}
 	if res := r.run("delete", "life"); res.code == 0 || !strings.Contains(res.stderr, "cannot delete container life that is not stopped: running") {
 		t.Fatalf("delete of a running container: exit %d: %s", res.code, res.stderr)
