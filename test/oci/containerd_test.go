@@ -86,6 +86,35 @@ func TestContainerdRun(t *testing.T) {
 	if r.code != 4 || !strings.Contains(r.stdout, "from ctr") {
 		t.Fatalf("ctr run: exit %d (want 4), stdout %q, stderr %s", r.code, r.stdout, r.stderr)
 	}
+
+	id := "hutch-ctr-vmm9"
+	if r := runCmd(t, c.ctr("run", "-d", "--runc-binary", runtimeBin, image+":latest", id, "sleep", "1000")); r.code != 0 {
+		t.Fatalf("ctr run -d: exit %d: %s", r.code, r.stderr)
+	}
+	defer runCmd(t, c.ctr("container", "rm", id))
+	pid := 0
+	for _, line := range strings.Split(runCmd(t, c.ctr("task", "ls")).stdout, "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == id {
+			pid, _ = strconv.Atoi(f[1])
+		}
+	}
+	assertVMMDeathEnds(t, pid, func() (bool, int, string) {
+		for _, line := range strings.Split(runCmd(t, c.ctr("task", "ls")).stdout, "\n") {
+			if f := strings.Fields(line); len(f) == 3 && f[0] == id {
+				if f[2] != "STOPPED" {
+					return false, 0, f[2]
+				}
+				// ctr task rm warns of a non-zero status.
+				rm := runCmd(t, c.ctr("task", "rm", id))
+				code := 0
+				if _, after, ok := strings.Cut(rm.stderr, "non-zero exit code "); ok {
+					fmt.Sscan(after, &code)
+				}
+				return true, code, f[2] + ": " + rm.stderr
+			}
+		}
+		return false, 0, "missing from ctr task ls"
+	})
 }
 
 // TestContainerdVMMIdentity: started by root, the VMM runs as the

@@ -151,6 +151,17 @@ func TestDocker(t *testing.T) {
 	if !waitGone(vmm) {
 		t.Fatalf("the VMM %d outlived docker stop and rm", vmm)
 	}
+
+	name = "hutch-docker-vmm9"
+	if r := runCmd(t, d.docker("run", "-d", "--name", name, "--runtime", "hutch", "--network", "none", image, "sleep", "1000")); r.code != 0 {
+		t.Fatalf("docker run -d: exit %d: %s", r.code, r.stderr)
+	}
+	defer runCmd(t, d.docker("rm", "-f", name))
+	pid = 0
+	fmt.Sscan(runCmd(t, d.docker("inspect", "--format", "{{.State.Pid}}", name)).stdout, &pid)
+	assertVMMDeathEnds(t, pid, func() (bool, int, string) {
+		return inspectEnded(runCmd(t, d.docker("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name)).stdout)
+	})
 }
 
 // dockerBridge is the bridge TestDockerBridge gives its daemon, and the
