@@ -22,7 +22,7 @@ const AgentBinary = "hutch-agent"
 // AgentModules are what the agent loads: the PCI transport, the rootfs
 // disk, the NIC, the virtio-serial port it talks on and virtio-fs. Built-in or absent
 // ones are skipped (ext4 is built into Debian's kernels).
-var AgentModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "ext4", "virtiofs"}
+var AgentModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "ext4", "virtiofs", "virtio_balloon"}
 
 // Guest is the kernel and initramfs a container's VM boots.
 type Guest struct {

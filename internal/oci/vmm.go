@@ -45,6 +45,11 @@ func runtimeConfig() (config.Config, string, error) {
 // without them (median of 4, q35, TCG).
 const KernelCmdline = "console=ttyS0 panic=-1 quiet tsc=reliable no_timer_check i8042.noaux i8042.nokbd i8042.nopnp cryptomgr.notests"
 
+// tbSizeMiB is a container VM's TCG code buffer: a container's guest runs
+// one small program, whose code fits many times over (docs/benchmarks.md
+// has what each size costs).
+const tbSizeMiB = 16
+
 // vm is a started VMM and the host ends of its channels.
 type vm struct {
 	cmd *exec.Cmd
@@ -170,6 +175,7 @@ func (s *shim) plan(g Guest, v *vm, choice accel.Decision) (*vmplan.Plan, error)
 		SerialFD: fds.Add(vmplan.FD{Kind: vmplan.FDSerial}), QMPFD: fds.Add(vmplan.FD{Kind: vmplan.FDQMP}),
 		KernelFD: fds.Add(vmplan.FD{Kind: vmplan.FDCopy, Path: g.Kernel}), InitrdFD: fds.Add(vmplan.FD{Kind: vmplan.FDCopy, Path: g.Initrd})}
 	cfg.MemoryMiB, cfg.CPUs = machineSize(s.bundle.Spec)
+	cfg.TBSizeMiB, cfg.FreePageReporting = tbSizeMiB, true
 	if s.fsConn != nil {
 		cfg.FSFD, cfg.FSTag = fds.Add(vmplan.FD{Kind: vmplan.FDShare}), virtiofs.Tag
 	} else {

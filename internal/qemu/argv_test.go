@@ -94,3 +94,20 @@ func TestArgvShares(t *testing.T) {
 		t.Errorf("microvm argv: %s", a)
 	}
 }
+
+// A container's VM: a bounded TCG code buffer (never under KVM, which has
+// none) and a balloon that only reports free pages.
+func TestArgvMemoryKnobs(t *testing.T) {
+	c := Config{Machine: Q35, Accel: "tcg", CPUs: 1, MemoryMiB: 256, TBSizeMiB: 16, FreePageReporting: true}
+	a := strings.Join(c.Argv("qemu"), " ")
+	for _, want := range []string{"-accel tcg,tb-size=16 ", "-device virtio-balloon-pci,free-page-reporting=on"} {
+		if !strings.Contains(a, want) {
+			t.Errorf("argv %q lacks %q", a, want)
+		}
+	}
+	c.Accel, c.Machine = "kvm", MicroVM
+	a = strings.Join(c.Argv("qemu"), " ")
+	if !strings.Contains(a, "-accel kvm ") || !strings.Contains(a, "virtio-balloon-device,free-page-reporting=on") {
+		t.Errorf("argv under KVM on microvm: %q", a)
+	}
+}
