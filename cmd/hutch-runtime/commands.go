@@ -295,6 +295,18 @@ func listCmd(g *globals) *cobra.Command {
 		}}
 }
 
+func memberCmd(g *globals) *cobra.Command {
+	var consoleSocket string
+	c := &cobra.Command{Use: oci.MemberCommand + " ID", Hidden: true, Args: cobra.ExactArgs(1),
+		PersistentPreRunE: func(*cobra.Command, []string) error { return nil },
+		RunE: func(_ *cobra.Command, args []string) error {
+			os.Exit(g.runtime().RunMember(args[0], consoleSocket, os.NewFile(3, "ready")))
+			return nil
+		}}
+	c.Flags().StringVar(&consoleSocket, "console-socket", "", "")
+	return c
+}
+
 func shimCmd(g *globals) *cobra.Command {
 	var consoleSocket string
 	var hostRoot bool

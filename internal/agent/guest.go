@@ -54,7 +54,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	a := &guestAgent{conn: NewConn(port), procs: map[uint32]*proc{}, byPid: map[int]*proc{}, orphans: map[int]unix.WaitStatus{}}
+	a := &guestAgent{conn: NewConn(port), procs: map[uint32]*proc{}, byPid: map[int]*proc{}, orphans: map[int]unix.WaitStatus{},
+		containers: map[uint32]*container{}}
 	return a.serve()
 }
 
@@ -78,27 +79,60 @@ func openPort(name string, wait time.Duration) (*os.File, error) {
 
 type guestAgent struct {
 	conn *Conn
-	// procFD is the guest's /proc, kept open across the switch to the
-	// container's root, which may not mount one.
+	// procFD is the guest's /proc, read by its fd: a container's
+	// processes see another.
 	procFD int
 
 	mu      sync.Mutex
 	procs   map[uint32]*proc
 	byPid   map[int]*proc
 	orphans map[int]unix.WaitStatus // reaped before their start was recorded
+	// containers are the pod's containers by the id of their own process
+	// (0 for the first, the sandbox when there are several).
+	containers map[uint32]*container
+	fsMounted  bool // the shared tree, mounted once for every container
+}
+
+// container is one container in the guest.
+type container struct {
+	root    string
+	init    *stageConn // its stage, until start execs its process
 	initPid int
-	// ownPIDs says the container's process is the first of a PID
-	// namespace of its own, which later processes join.
+	// ownPIDs says its process is the first of a PID namespace of its
+	// own, which later processes join.
 	ownPIDs bool
-	init    *stageConn // the container's process until start execs it
+}
+
+// ContainerRoot is where container id's root is assembled: RootfsMount
+// for the first, a directory of its own for each later one.
+func ContainerRoot(id uint32) string {
+	if id == 0 {
+		return RootfsMount
+	}
+	return fmt.Sprintf("/containers/%d", id)
+}
+
+// container is the container whose process id is, or that id was
+// exec-ed in.
+func (a *guestAgent) container(id uint32) *container {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if c := a.containers[id]; c != nil {
+		return c
+	}
+	if p := a.procs[id]; p != nil {
+		return a.containers[p.container]
+	}
+	return nil
 }
 
 type proc struct {
-	id     uint32
-	pid    int
-	stdin  chan []byte // nil data closes
-	tty    *os.File    // the pty master with a terminal
-	output sync.WaitGroup
+	container uint32 // the id of its container's own process
+	id        uint32
+	pid       int
+	stdin     chan []byte // nil data closes
+	tty       *os.File    // the pty master with a terminal
+	output    sync.WaitGroup
 }
 
 func (a *guestAgent) serve() error {
@@ -133,14 +167,19 @@ func (a *guestAgent) handle(f Frame) error {
 		if err := f.Decode(&s); err != nil {
 			return err
 		}
-		if err := a.setup(s); err != nil {
+		first := f.ID == 0
+		if err := a.setup(f.ID, s); err != nil {
 			if errors.Is(err, errNotFound) {
 				return err // runc's words, which engines turn into exit status 127
 			}
 			return fmt.Errorf("set up the container: %w", err)
 		}
-		go a.watchPorts()
-		return a.conn.Send(TypeSetUp, 0, nil)
+		if first {
+			go a.watchPorts()
+		}
+		return a.conn.Send(TypeSetUp, f.ID, nil)
+	case TypeRemove:
+		return a.remove(f.ID)
 	case TypeStart:
 		var p Process
 		if err := f.Decode(&p); err != nil {
@@ -183,7 +222,11 @@ func (a *guestAgent) proc(id uint32) *proc {
 
 func (a *guestAgent) signal(id uint32, s Signal) error {
 	if s.All {
-		return a.signalAll(unix.Signal(s.Signal))
+		c := a.container(id)
+		if c == nil {
+			return fmt.Errorf("container %d is not running", id)
+		}
+		return a.signalAll(c, unix.Signal(s.Signal))
 	}
 	p := a.proc(id)
 	if p == nil || p.pid == 0 {
@@ -215,11 +258,14 @@ func (a *guestAgent) reap() {
 
 // exited reports p's end once its output is all sent.
 func (a *guestAgent) exited(p *proc, ws unix.WaitStatus) {
-	if p.pid == a.initPid {
+	if c := a.container(p.id); c != nil && p.pid == c.initPid {
 		// The container ends with its process: nothing may outlive it, and
 		// what is left would hold the output pipes open. The kernel ends a
 		// PID namespace with its first process.
-		a.signalAll(unix.SIGKILL)
+		a.signalAll(c, unix.SIGKILL)
+		a.mu.Lock()
+		c.initPid = 0 // the pid may be another process's from now on
+		a.mu.Unlock()
 	}
 	drained := make(chan struct{})
 	go func() { p.output.Wait(); close(drained) }()
@@ -248,11 +294,14 @@ func (a *guestAgent) exited(p *proc, ws unix.WaitStatus) {
 // signalAll signals every process of the container. Without a PID
 // namespace of its own that is everything in the guest but the agent:
 // from PID 1, pid -1 is every process but this one.
-func (a *guestAgent) signalAll(sig unix.Signal) error {
+func (a *guestAgent) signalAll(c *container, sig unix.Signal) error {
 	a.mu.Lock()
-	initPid, own := a.initPid, a.ownPIDs
+	initPid, own := c.initPid, c.ownPIDs
 	a.mu.Unlock()
-	if !own || initPid == 0 {
+	if initPid == 0 {
+		return nil
+	}
+	if !own {
 		return unix.Kill(-1, sig)
 	}
 	for _, pid := range a.containerPids(initPid) {

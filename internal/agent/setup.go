@@ -21,14 +21,55 @@ import (
 )
 
 // setup configures the guest as the container asks (network, hostname,
-// sysctls: the guest's own, since the guest is the container) and starts
-// the container's stage, which assembles the container's root and waits
-// for start.
-func (a *guestAgent) setup(s Setup) error {
-	var err error
-	if a.procFD, err = unix.Open("/proc", unix.O_RDONLY|unix.O_DIRECTORY, 0); err != nil {
-		return fmt.Errorf("open /proc: %w", err)
+// sysctls: the guest's own, since the guest is the container, or for a
+// pod the first container's) and starts the container's stage, which
+// assembles its root and waits for start. id is the container's own
+// process's.
+func (a *guestAgent) setup(id uint32, s Setup) error {
+	a.mu.Lock()
+	_, exists := a.containers[id]
+	a.mu.Unlock()
+	if exists {
+		return fmt.Errorf("container %d exists", id)
 	}
+	if a.procFD == 0 {
+		var err error
+		if a.procFD, err = unix.Open("/proc", unix.O_RDONLY|unix.O_DIRECTORY, 0); err != nil {
+			return fmt.Errorf("open /proc: %w", err)
+		}
+	}
+	if !s.Member {
+		if err := configureGuest(s); err != nil {
+			return err
+		}
+	}
+	if s.Shared && !a.fsMounted {
+		if err := mountShared(); err != nil {
+			return err
+		}
+		a.fsMounted = true
+	}
+	c := &container{root: ContainerRoot(id), ownPIDs: s.NewPIDNamespace}
+	st, err := a.forkStage(s.NewPIDNamespace, 0)
+	if err != nil {
+		return err
+	}
+	if err := st.send(stageRequest{Root: c.root, Setup: &s}); err != nil {
+		st.close()
+		return err
+	}
+	if err := st.result(); err != nil {
+		st.close()
+		return err
+	}
+	c.init, c.initPid = st, st.pid
+	a.mu.Lock()
+	a.containers[id] = c
+	a.mu.Unlock()
+	return nil
+}
+
+func configureGuest(s Setup) error {
 	if s.Network.Enabled {
 		if err := configureNetwork(s.Network); err != nil {
 			return err
@@ -47,21 +88,26 @@ func (a *guestAgent) setup(s Setup) error {
 			return fmt.Errorf("sysctl %s=%s: %w", k, v, err)
 		}
 	}
-	st, err := a.forkStage(s.NewPIDNamespace, 0)
-	if err != nil {
-		return err
-	}
-	if err := st.send(stageRequest{Root: RootfsMount, Setup: &s}); err != nil {
-		st.close()
-		return err
-	}
-	if err := st.result(); err != nil {
-		st.close()
-		return err
-	}
+	return nil
+}
+
+// remove ends what is left of container id and takes its root apart.
+func (a *guestAgent) remove(id uint32) error {
 	a.mu.Lock()
-	a.init, a.initPid, a.ownPIDs = st, st.pid, s.NewPIDNamespace
+	c := a.containers[id]
+	delete(a.containers, id)
 	a.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	if c.init != nil {
+		c.init.close() // a stage still waiting for start exits
+	}
+	a.signalAll(c, unix.SIGKILL)
+	if err := unix.Unmount(c.root, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+		return fmt.Errorf("unmount container %d's root: %w", id, err)
+	}
+	os.Remove(c.root)
 	return nil
 }
 
@@ -109,8 +155,20 @@ func mountRoot(root string, s Setup) error {
 		}
 		return nil
 	}
+	shared := s.SharedRoot
+	if shared == "" {
+		shared = SharedRootfs
+	}
+	if err := unix.Mount(filepath.Join(virtiofs.GuestRoot, filepath.Clean("/"+shared)), root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("mount the container's root: %w", err)
+	}
+	return nil
+}
+
+// mountShared mounts the shared tree; the device may still be probing
+// when the agent asks.
+func mountShared() error {
 	os.MkdirAll(virtiofs.GuestRoot, 0o755)
-	// The device may still be probing when the agent asks.
 	var err error
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if err = unix.Mount(virtiofs.Tag, virtiofs.GuestRoot, "virtiofs", unix.MS_NOSUID|unix.MS_NODEV, ""); err == nil || time.Now().After(deadline) {
@@ -119,9 +177,6 @@ func mountRoot(root string, s Setup) error {
 	}
 	if err != nil {
 		return fmt.Errorf("mount the shared files (virtiofs tag %s): %w", virtiofs.Tag, err)
-	}
-	if err := unix.Mount(filepath.Join(virtiofs.GuestRoot, SharedRootfs), root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("mount the container's root: %w", err)
 	}
 	return nil
 }

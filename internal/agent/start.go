@@ -32,10 +32,20 @@ func (a *guestAgent) start(id uint32, p Process) error {
 	if a.proc(id) != nil {
 		return fmt.Errorf("process %d exists", id)
 	}
-	if _, err := lookPathIn(RootfsMount, p.Args[0], p.Env); err != nil {
+	c := a.container(id)
+	if c == nil {
+		c = a.container(p.Container)
+	}
+	if c == nil {
+		return fmt.Errorf("process %d: no container %d", id, p.Container)
+	}
+	if _, err := lookPathIn(c.root, p.Args[0], p.Env); err != nil {
 		return err
 	}
-	pr := &proc{id: id, stdin: make(chan []byte, 64)}
+	pr := &proc{id: id, stdin: make(chan []byte, 64), container: p.Container}
+	if a.container(id) == c {
+		pr.container = id
+	}
 	var child []*os.File // closed here once the child has them
 	defer func() {
 		for _, f := range child {
@@ -44,7 +54,7 @@ func (a *guestAgent) start(id uint32, p Process) error {
 	}()
 	var stdio []*os.File
 	if p.Terminal {
-		master, slave, err := console.OpenPty(filepath.Join(RootfsMount, "dev/ptmx")) // the container's devpts
+		master, slave, err := console.OpenPty(filepath.Join(c.root, "dev/ptmx")) // the container's devpts
 		if err != nil {
 			return fmt.Errorf("open a terminal for process %d: %w", id, err)
 		}
@@ -103,18 +113,31 @@ func (a *guestAgent) start(id uint32, p Process) error {
 // process's pid once the command runs.
 func (a *guestAgent) spawn(id uint32, p Process, stdio []*os.File) (int, error) {
 	a.mu.Lock()
-	st, initPid, ownPIDs := a.init, a.initPid, a.ownPIDs
-	if id == 0 {
-		a.init = nil
+	own, first := a.containers[id], false
+	c := own
+	if c != nil && c.init != nil {
+		first = true
+	} else if c == nil {
+		c = a.containers[p.Container]
+	}
+	var st *stageConn
+	var initPid int
+	var ownPIDs bool
+	if c != nil {
+		st, initPid, ownPIDs = c.init, c.initPid, c.ownPIDs
+		if first {
+			c.init = nil
+		}
 	}
 	a.mu.Unlock()
 	switch {
-	case id == 0 && st == nil:
-		return 0, errors.New("the container is not set up, or started already")
-	case id != 0:
-		if initPid == 0 {
-			return 0, errors.New("the container is not running")
-		}
+	case c == nil:
+		return 0, errors.New("the container is not set up")
+	case own != nil && !first:
+		return 0, errors.New("the container's process started already")
+	case !first && initPid == 0:
+		return 0, errors.New("the container is not running")
+	case !first:
 		enter := 0
 		if ownPIDs {
 			enter = initPid
@@ -125,7 +148,7 @@ func (a *guestAgent) spawn(id uint32, p Process, stdio []*os.File) (int, error) 
 		}
 	}
 	defer st.close()
-	if err := st.send(stageRequest{Root: RootfsMount, Process: &p}); err != nil {
+	if err := st.send(stageRequest{Root: c.root, Process: &p}); err != nil {
 		return 0, err
 	}
 	if err := unix.Sendmsg(int(st.sock.Fd()), []byte{0}, unix.UnixRights(int(stdio[0].Fd()), int(stdio[1].Fd()), int(stdio[2].Fd())), nil, 0); err != nil {

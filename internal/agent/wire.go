@@ -31,6 +31,7 @@ const (
 	TypeClose                  // the process's stdin reached EOF
 	TypeSignal                 // Signal
 	TypeResize                 // Size: the process's terminal changed size
+	TypeRemove                 // the container whose process has the frame's id is deleted
 
 	// Guest to host.
 	TypeReady   // the agent is up and waits for Setup
@@ -42,6 +43,9 @@ const (
 	TypeError   // Error: a request for the frame's id failed
 	TypePorts   // Ports: what the container listens on now
 )
+
+// Types are numbered in order: one added to the host's list shifts the
+// guest's, which host and agent always agree on (they ship together).
 
 // MaxPayload bounds a frame so a corrupt length cannot make either side
 // allocate without limit.
@@ -62,7 +66,10 @@ type Setup struct {
 	Rootfs string `json:"rootfs"`
 	// Shared says the rootfs and the Mounts with Shared set come from the
 	// host through virtio-fs (the tree virtiofs.Tag names), not a disk.
-	Shared         bool    `json:"shared,omitempty"`
+	Shared bool `json:"shared,omitempty"`
+	// SharedRoot is the rootfs's path in the shared tree: SharedRootfs for
+	// the first container, a directory of the pod's for a later one.
+	SharedRoot     string  `json:"sharedRoot,omitempty"`
 	RootfsReadonly bool    `json:"rootfsReadonly,omitempty"`
 	Mounts         []Mount `json:"mounts,omitempty"`
 	// Files are small files of the host (bind mounts of resolv.conf, hosts,
@@ -75,6 +82,9 @@ type Setup struct {
 	// runc's create finds it, so a missing one fails create, not start.
 	Command string   `json:"command,omitempty"`
 	Env     []string `json:"env,omitempty"`
+	// Member says the container joins a pod whose first container set the
+	// guest up: its network, hostname and sysctls are that one's.
+	Member bool `json:"member,omitempty"`
 	// NewPIDNamespace makes the container's process the first of a PID
 	// namespace of its own, as the spec's "pid" namespace asks; processes
 	// exec-ed later join it.
@@ -135,6 +145,9 @@ type Process struct {
 	// Capabilities are the OCI capability sets by name (CAP_CHOWN...);
 	// nil leaves the process the capabilities uid 0 has, as runc does.
 	Capabilities *Capabilities `json:"capabilities,omitempty"`
+	// Container is the id of the own process of the container a later
+	// process (an exec) joins: 0 for the first container.
+	Container uint32 `json:"container,omitempty"`
 }
 
 // Capabilities are a process's five capability sets, by name.

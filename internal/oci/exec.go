@@ -127,6 +127,19 @@ func (r Runtime) execDetached(o ExecOptions) error {
 // terminal sizes, and returns its exit status. ready, when set, hears
 // "ok" once the process runs, or the error.
 func (r Runtime) RelayExec(o ExecOptions, ready *os.File) (status int, err error) {
+	target := o.ID
+	if rec, err := r.load(o.ID); err == nil && rec.Sandbox != "" {
+		// A pod member's processes are its sandbox shim's.
+		target, o.Process.Container = rec.Sandbox, rec.Member
+	}
+	return r.relay(target, request{Op: "exec", Process: &o.Process}, o.Process.Terminal, o.ConsoleSocket, ready, nil)
+}
+
+// relay hands a process's stdio to the shim of container target with req,
+// forwards signals and terminal sizes, and returns its exit status. ready,
+// when set, hears "ok" once the shim has answered req (after created is
+// told the answer), or the error.
+func (r Runtime) relay(target string, req request, terminal bool, consoleSocket string, ready *os.File, created func(reply) error) (status int, err error) {
 	defer func() {
 		if ready != nil && err != nil {
 			fmt.Fprint(ready, err)
@@ -135,13 +148,13 @@ func (r Runtime) RelayExec(o ExecOptions, ready *os.File) (status int, err error
 	}()
 	var stdio []*os.File
 	var tty *os.File
-	if o.Process.Terminal {
-		if o.ConsoleSocket != "" {
+	if terminal {
+		if consoleSocket != "" {
 			master, slave, err := console.OpenPty("/dev/ptmx")
 			if err != nil {
 				return 1, fmt.Errorf("open a terminal: %w", err)
 			}
-			err = sendFD(o.ConsoleSocket, master)
+			err = sendFD(consoleSocket, master)
 			master.Close()
 			if err != nil {
 				slave.Close()
@@ -165,7 +178,7 @@ func (r Runtime) RelayExec(o ExecOptions, ready *os.File) (status int, err error
 	} else {
 		stdio = []*os.File{os.Stdin, os.Stdout, os.Stderr}
 	}
-	c, err := r.dial(o.ID)
+	c, err := r.dial(target)
 	if err != nil {
 		return 1, err
 	}
@@ -174,9 +187,9 @@ func (r Runtime) RelayExec(o ExecOptions, ready *os.File) (status int, err error
 	for i, f := range stdio {
 		fds[i] = int(f.Fd())
 	}
-	b, _ := json.Marshal(request{Op: "exec", Process: &o.Process})
+	b, _ := json.Marshal(req)
 	if _, _, err := c.WriteMsgUnix(b, unix.UnixRights(fds...), nil); err != nil {
-		return 1, fmt.Errorf("container %s: %w", o.ID, err)
+		return 1, fmt.Errorf("container %s: %w", target, err)
 	}
 	rep, err := readReply(c)
 	if err != nil {
@@ -184,6 +197,11 @@ func (r Runtime) RelayExec(o ExecOptions, ready *os.File) (status int, err error
 	}
 	if rep.Error != "" {
 		return 1, errors.New(rep.Error)
+	}
+	if created != nil {
+		if err := created(rep); err != nil {
+			return 1, err
+		}
 	}
 	if ready != nil {
 		fmt.Fprint(ready, "ok")
@@ -214,7 +232,7 @@ func (r Runtime) RelayExec(o ExecOptions, ready *os.File) (status int, err error
 	for {
 		rep, err := readReply(c)
 		if err != nil {
-			return 255, fmt.Errorf("container %s: lost the shim: %w", o.ID, err)
+			return 255, fmt.Errorf("container %s: lost the shim: %w", target, err)
 		}
 		if rep.Exit != nil {
 			return *rep.Exit, nil

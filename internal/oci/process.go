@@ -73,21 +73,31 @@ func (s *shim) setup() (agent.Setup, error) {
 	}
 	if spec.Linux != nil {
 		out.Sysctl = spec.Linux.Sysctl
-		for _, d := range spec.Linux.Devices {
-			dev := agent.Device{Path: d.Path, Type: d.Type, Major: d.Major, Minor: d.Minor, Mode: 0o666}
-			if d.FileMode != nil {
-				dev.Mode = uint32(d.FileMode.Perm())
-			}
-			if d.UID != nil {
-				dev.UID = *d.UID
-			}
-			if d.GID != nil {
-				dev.GID = *d.GID
-			}
-			out.Devices = append(out.Devices, dev)
-		}
 	}
+	out.Devices = devicesOf(spec)
 	return out, nil
+}
+
+// devicesOf are the spec's device nodes as the agent makes them.
+func devicesOf(spec *specs.Spec) []agent.Device {
+	if spec.Linux == nil {
+		return nil
+	}
+	var out []agent.Device
+	for _, d := range spec.Linux.Devices {
+		dev := agent.Device{Path: d.Path, Type: d.Type, Major: d.Major, Minor: d.Minor, Mode: 0o666}
+		if d.FileMode != nil {
+			dev.Mode = uint32(d.FileMode.Perm())
+		}
+		if d.UID != nil {
+			dev.UID = *d.UID
+		}
+		if d.GID != nil {
+			dev.GID = *d.GID
+		}
+		out = append(out, dev)
+	}
+	return out
 }
 
 func isBind(m specs.Mount) bool {

@@ -56,6 +56,13 @@ func (r Runtime) Create(o CreateOptions) (*exec.Cmd, error) {
 		return nil, err
 	}
 	p := r.paths(o.ID)
+	sandbox, memberOf := podRole(b.Spec)
+	var sb Record
+	if memberOf != "" {
+		if sb, err = r.load(memberOf); err != nil || sb.Status() == specs.StateStopped || sb.Sandbox != "" {
+			return nil, fmt.Errorf("the pod's sandbox container %s is not running: create it first", memberOf)
+		}
+	}
 	if err := os.Mkdir(p.Dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return nil, ErrExists
@@ -74,8 +81,21 @@ func (r Runtime) Create(o CreateOptions) (*exec.Cmd, error) {
 			shim.Wait()
 		}
 		cgroup.RemoveDirs(cgroups)
-		os.RemoveAll(p.Dir)
+		if memberOf != "" {
+			removeTree(memberDir(r.paths(memberOf).Dir, o.ID))
+		}
+		removeTree(p.Dir)
 	}()
+	if memberOf != "" {
+		shim, cgroups, err = r.createMember(o, b, sb)
+		ok = err == nil
+		return shim, err
+	}
+	if sandbox {
+		if err := makePodDir(filepath.Join(p.Dir, podEntry)); err != nil {
+			return nil, err
+		}
+	}
 	rec := Record{ID: o.ID, Bundle: b.Dir, Rootfs: b.Rootfs, Created: time.Now().UTC(), Annotations: b.Spec.Annotations, Hooks: b.Spec.Hooks}
 	if err := store.WriteJSON(p.State(), rec); err != nil {
 		return nil, err
@@ -297,12 +317,21 @@ func (r Runtime) Start(id string) error {
 		rec.Shim.Signal(syscall.SIGKILL) // the spec's "stop the container"
 		return err
 	}
-	rep, err := r.ask(id, request{Op: "start"})
+	target := id
+	if rec.Sandbox != "" {
+		target = rec.Sandbox
+	}
+	rep, err := r.ask(target, request{Op: "start", Member: rec.Member})
 	if err != nil {
 		return err
 	}
 	if rep.Error != "" {
 		return errors.New(rep.Error)
+	}
+	if rec.Sandbox != "" {
+		if err := r.update(id, func(rec *Record) { rec.Started = true }); err != nil {
+			return err
+		}
 	}
 	runHooksWarn(rec.Hooks, hooksPoststart, hookState(rec, specs.StateRunning))
 	return nil
@@ -327,7 +356,11 @@ func (r Runtime) Kill(id string, sig syscall.Signal, all bool) error {
 		return rec.Shim.Signal(sig)
 	}
 	if all {
-		rep, err := r.ask(id, request{Op: "kill", Signal: int(sig), All: true})
+		target := id
+		if rec.Sandbox != "" {
+			target = rec.Sandbox
+		}
+		rep, err := r.ask(target, request{Op: "kill", Signal: int(sig), All: true, Member: rec.Member})
 		if err != nil {
 			return err
 		}
@@ -365,7 +398,14 @@ func (r Runtime) Delete(id string, force bool) error {
 			l.Release(rec.Lease)
 		}
 	}
-	if err := os.RemoveAll(r.paths(id).Dir); err != nil {
+	if rec.Sandbox != "" {
+		// The sandbox may be gone, and its VM with it.
+		r.ask(rec.Sandbox, request{Op: "remove", Member: rec.Member})
+		if err := removeTree(memberDir(r.paths(rec.Sandbox).Dir, id)); err != nil {
+			return fmt.Errorf("delete container %s: %w", id, err)
+		}
+	}
+	if err := removeTree(r.paths(id).Dir); err != nil {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
 	runHooksWarn(rec.Hooks, hooksPoststop, hookState(rec, specs.StateStopped))

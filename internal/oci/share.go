@@ -43,8 +43,21 @@ func fileShares(b *Bundle) (*virtiofs.Server, map[int]string, error) {
 		return nil, nil, err
 	}
 	srv := &virtiofs.Server{Binary: bin}
+	var names map[int]string
+	if srv.Entries, names, err = shareEntries(b); err != nil {
+		return nil, nil, err
+	}
+	if srv.UIDMap, srv.GIDMap, srv.Helpers, err = virtiofs.Mapping(); err != nil {
+		return nil, nil, err
+	}
+	return srv, names, nil
+}
+
+// shareEntries are the entries of the container's files in a shared tree,
+// and the tree path of each shared bind mount by its index in Mounts.
+func shareEntries(b *Bundle) ([]virtiofs.Entry, map[int]string, error) {
 	ro := b.Spec.Root != nil && b.Spec.Root.Readonly
-	srv.Entries = append(srv.Entries, virtiofs.Entry{Name: rootfsEntry, Source: b.Rootfs, ReadOnly: ro})
+	entries := []virtiofs.Entry{{Name: rootfsEntry, Source: b.Rootfs, ReadOnly: ro}}
 	names := map[int]string{}
 	for i, m := range b.Spec.Mounts {
 		if !isBind(m) {
@@ -63,12 +76,9 @@ func fileShares(b *Bundle) (*virtiofs.Server, map[int]string, error) {
 			e.Base = base
 		}
 		names[i] = e.Path()
-		srv.Entries = append(srv.Entries, e)
+		entries = append(entries, e)
 	}
-	if srv.UIDMap, srv.GIDMap, srv.Helpers, err = virtiofs.Mapping(); err != nil {
-		return nil, nil, err
-	}
-	return srv, names, nil
+	return entries, names, nil
 }
 
 // sharedSetup fills in the agent's setup for a shared tree: the rootfs and

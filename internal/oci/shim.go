@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +70,9 @@ type shim struct {
 	refused map[string]bool
 	started bool
 	exit    chan agent.Exit // the container's process ended
+	// members are the processes of the pod's later containers, created
+	// and not yet started, by id.
+	members map[uint32]agent.Process
 }
 
 // hostProc is the host side of one container process: where its output
@@ -81,6 +85,8 @@ type hostProc struct {
 	exited       chan agent.Exit
 	startedOnce  sync.Once
 	exitedReport sync.Once
+	// setUp hears a pod member's setup, until it is done.
+	setUp chan error
 }
 
 // RunShim is the shim's main. ready receives "ok" once the container is
@@ -89,7 +95,8 @@ type hostProc struct {
 func RunShim(root, id, consoleSocket string, hostRoot bool, ready *os.File) int {
 	rt := Runtime{Root: root}
 	s := &shim{rt: rt, id: id, hostRoot: hostRoot, paths: rt.paths(id), procs: map[uint32]*hostProc{}, nextID: 1,
-		ports: map[string]bool{}, refused: map[string]bool{}, exit: make(chan agent.Exit, 1)}
+		members: map[uint32]agent.Process{},
+		ports:   map[string]bool{}, refused: map[string]bool{}, exit: make(chan agent.Exit, 1)}
 	log, err := os.OpenFile(s.paths.ShimLog(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		fmt.Fprintf(ready, "open shim log: %v\n", err)
@@ -155,6 +162,10 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 	} else if s.shares, s.shareNames, err = fileShares(s.bundle); err != nil {
 		return 1, err
 	} else {
+		if sandbox, _ := podRole(spec); sandbox {
+			// The pod's later containers' files arrive here.
+			s.shares.Entries = append(s.shares.Entries, virtiofs.Entry{Name: podEntry, Source: filepath.Join(s.paths.Dir, podEntry)})
+		}
 		if err := s.startFS(); err != nil {
 			return 1, err
 		}
@@ -375,11 +386,16 @@ func (s *shim) dispatch(frames <-chan agent.Frame) {
 			continue
 		}
 		switch f.Type {
+		case agent.TypeSetUp:
+			s.setUpDone(p, nil)
 		case agent.TypeStarted:
 			p.startedOnce.Do(func() { p.started <- nil })
 		case agent.TypeError:
 			var e agent.Error
 			f.Decode(&e)
+			if s.setUpDone(p, errors.New(e.Message)) {
+				continue
+			}
 			p.startedOnce.Do(func() { p.started <- errors.New(e.Message) })
 		case agent.TypeStdout:
 			p.out.Write(f.Payload)
@@ -577,15 +593,20 @@ func sendFD(path string, f *os.File) error {
 
 // request is one message on the shim's socket.
 type request struct {
-	Op      string         `json:"op"` // start, exec, kill, signal, resize
+	Op      string         `json:"op"` // start, exec, kill, signal, resize, member, remove
 	Process *agent.Process `json:"process,omitempty"`
 	Signal  int            `json:"signal,omitempty"`
 	All     bool           `json:"all,omitempty"`
+	// Setup is a pod member's, with Op member; Member names one in start,
+	// kill and remove (0: the shim's own container).
+	Setup  *agent.Setup `json:"setup,omitempty"`
+	Member uint32       `json:"member,omitempty"`
 }
 
 // reply answers a request; an exec gets a second one when its process ends.
 type reply struct {
 	Error  string `json:"error,omitempty"`
+	Member uint32 `json:"member,omitempty"` // the id a new pod member got
 	Pid    int    `json:"pid,omitempty"`
 	Exit   *int   `json:"exit,omitempty"`
 	Status string `json:"status,omitempty"`
@@ -625,9 +646,13 @@ func (s *shim) handle(c *net.UnixConn) {
 	}
 	switch req.Op {
 	case "start":
+		if req.Member != 0 {
+			send(c, s.startMember(req.Member))
+			return
+		}
 		send(c, s.start())
 	case "kill":
-		if err := s.conn.SendJSON(agent.TypeSignal, 0, agent.Signal{Signal: req.Signal, All: req.All}); err != nil {
+		if err := s.conn.SendJSON(agent.TypeSignal, req.Member, agent.Signal{Signal: req.Signal, All: req.All}); err != nil {
 			send(c, reply{Error: err.Error()})
 			return
 		}
@@ -635,6 +660,18 @@ func (s *shim) handle(c *net.UnixConn) {
 	case "exec":
 		s.exec(c, req, files)
 		files = nil
+	case "member":
+		s.member(c, req, files)
+		files = nil
+	case "remove":
+		s.mu.Lock()
+		delete(s.members, req.Member)
+		s.mu.Unlock()
+		if err := s.conn.Send(agent.TypeRemove, req.Member, nil); err != nil {
+			send(c, reply{Error: err.Error()})
+			return
+		}
+		send(c, reply{})
 	default:
 		send(c, reply{Error: "unknown request " + req.Op})
 	}
@@ -761,4 +798,126 @@ func awaitPlacement(ready *os.File) error {
 		return fmt.Errorf("create did not place the shim: %q, %v", line, err)
 	}
 	return nil
+}
+
+// setUpDone delivers a pod member's setup outcome, if p waits for one.
+func (s *shim) setUpDone(p *hostProc, err error) bool {
+	s.mu.Lock()
+	ch := p.setUp
+	p.setUp = nil
+	s.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	ch <- err
+	return true
+}
+
+// member creates a later container of the pod in the VM, with the stdio
+// its relay handed over, and answers twice, as exec does: created (with
+// the member's id, which start names), then its exit status. A relay gone
+// before its container ended takes the container's processes with it.
+func (s *shim) member(c *net.UnixConn, req request, files []*os.File) {
+	if req.Setup == nil || req.Process == nil || (len(files) != 3 && len(files) != 1) {
+		send(c, reply{Error: "a pod member needs its setup, its process and its stdio"})
+		closeFiles(files)
+		return
+	}
+	p := &hostProc{started: make(chan error, 1), exited: make(chan agent.Exit, 1), setUp: make(chan error, 1)}
+	if len(files) == 1 {
+		p.in, p.out, p.errw, p.tty = files[0], files[0], files[0], true
+	} else {
+		p.in, p.out, p.errw = files[0], files[1], files[2]
+	}
+	s.mu.Lock()
+	id := s.nextID
+	s.nextID++
+	s.procs[id] = p
+	s.mu.Unlock()
+	fail := func(err error) {
+		s.mu.Lock()
+		delete(s.procs, id)
+		s.mu.Unlock()
+		s.conn.Send(agent.TypeRemove, id, nil)
+		send(c, reply{Error: err.Error()})
+		closeFiles(files)
+	}
+	setUp := p.setUp
+	if err := s.conn.SendJSON(agent.TypeSetup, id, *req.Setup); err != nil {
+		fail(fmt.Errorf("send the member's setup: %w", err))
+		return
+	}
+	select {
+	case err := <-setUp:
+		if err != nil {
+			fail(err)
+			return
+		}
+	case <-time.After(shimSetupTimeout):
+		fail(fmt.Errorf("the guest did not set the container up within %s", shimSetupTimeout))
+		return
+	}
+	s.mu.Lock()
+	s.members[id] = *req.Process
+	s.mu.Unlock()
+	send(c, reply{Status: "created", Member: id})
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			var r request
+			if json.Unmarshal(buf[:n], &r) != nil {
+				continue
+			}
+			switch r.Op {
+			case "signal":
+				s.mu.Lock()
+				_, created := s.members[id]
+				delete(s.members, id)
+				s.mu.Unlock()
+				if created {
+					// Nothing runs yet: the container ends as its process would.
+					p.exitedReport.Do(func() { p.exited <- agent.Exit{Signal: r.Signal} })
+					continue
+				}
+				s.conn.SendJSON(agent.TypeSignal, id, agent.Signal{Signal: r.Signal})
+			case "resize":
+				if p.tty {
+					s.sendSize(id, p.in)
+				}
+			}
+		}
+	}()
+	select {
+	case e := <-p.exited:
+		closeFiles(files)
+		status := e.Status()
+		send(c, reply{Exit: &status})
+	case <-gone:
+		// The relay, which engines know as the container, was killed.
+		s.conn.SendJSON(agent.TypeSignal, id, agent.Signal{Signal: int(unix.SIGKILL), All: true})
+		closeFiles(files)
+	}
+}
+
+// startMember runs a created pod member's process.
+func (s *shim) startMember(id uint32) reply {
+	s.mu.Lock()
+	proc, ok := s.members[id]
+	delete(s.members, id)
+	p := s.procs[id]
+	s.mu.Unlock()
+	if !ok || p == nil {
+		return reply{Error: "cannot start a container that has stopped or is running"}
+	}
+	proc.Container = 0
+	if err := s.startProc(id, p, proc); err != nil {
+		return reply{Error: err.Error()}
+	}
+	return reply{}
 }

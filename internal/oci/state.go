@@ -34,6 +34,11 @@ type Record struct {
 	VMM    VMMUser `json:"vmm"`
 	VMMPid int     `json:"vmmPid,omitempty"`
 	Lease  string  `json:"lease,omitempty"`
+	// Sandbox is the pod's sandbox container when this one is a later
+	// member of the pod, run in the sandbox's VM; Shim is then its relay,
+	// and Member its id there.
+	Sandbox string `json:"sandbox,omitempty"`
+	Member  uint32 `json:"member,omitempty"`
 	// Cgroups are the container's cgroup directories the shim was put in,
 	// removed with the container.
 	Cgroups []string `json:"cgroups,omitempty"`

@@ -441,13 +441,25 @@ func assemble(s Server) error {
 	if err := unix.Mount("tmpfs", s.Root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=64k"); err != nil {
 		return fmt.Errorf("mount a tmpfs on %s: %w", s.Root, err)
 	}
-	for _, e := range s.Entries {
+	if err := BindEntries(s.Root, s.Entries); err != nil {
+		return err
+	}
+	if err := unix.Mount("", s.Root, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("make the tree's top read-only: %w", err)
+	}
+	return nil
+}
+
+// BindEntries bind-mounts each entry at its path under root, read-only
+// where it says so.
+func BindEntries(root string, entries []Entry) error {
+	for _, e := range entries {
 		if e.Base != "" {
-			if err := os.Mkdir(filepath.Join(s.Root, e.Name), 0o755); err != nil {
+			if err := os.Mkdir(filepath.Join(root, e.Name), 0o755); err != nil {
 				return fmt.Errorf("share %s: %w", e.Source, err)
 			}
 		}
-		dst := filepath.Join(s.Root, e.Path())
+		dst := filepath.Join(root, e.Path())
 		fi, err := os.Stat(e.Source)
 		if err != nil {
 			return fmt.Errorf("share %s: %w", e.Source, err)
@@ -468,9 +480,6 @@ func assemble(s Server) error {
 				return fmt.Errorf("share %s read-only: %w", e.Source, err)
 			}
 		}
-	}
-	if err := unix.Mount("", s.Root, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-		return fmt.Errorf("make the tree's top read-only: %w", err)
 	}
 	return nil
 }
