@@ -9,7 +9,7 @@ CACHE ?= /var/tmp/hutch-test-cache
 PACKAGES := qemu-system-x86 qemu-utils passt busybox-static linux-image-cloud-amd64 \
 	syslinux syslinux-common mtools dosfstools socat curl procps iproute2 uidmap ovmf grub-efi-amd64-bin grub-common isolinux xorriso vncsnapshot \
 	openssh-client debootstrap e2fsprogs \
-	podman containerd slirp4netns runc util-linux docker.io systemd
+	podman containerd containernetworking-plugins slirp4netns runc util-linux docker.io systemd
 
 .PHONY: build deps demo test unit bench fuzz
 # Static, so that hutch can be the micro VM's init on a host without

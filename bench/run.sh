@@ -54,3 +54,13 @@ if [[ ${OCI_ARGS:-} != skip ]]; then
 	CGO_ENABLED=0 "$GO" build -o "$tmp/hutch-agent" ./cmd/hutch-agent
 	"$GO" run ./bench/oci -runtime "$tmp/hutch-runtime" -out docs/benchmarks.md ${OCI_ARGS:-}
 fi
+
+# The pod benchmark: memory of an idle one-container pod and of each
+# further container, and a two-container pod's start, against runc,
+# through each runtime's command line; it rewrites its marked section of
+# docs/benchmarks.md. POD_ARGS, e.g. "-runs 7", tunes it; POD_ARGS=skip
+# leaves it out.
+if [[ ${POD_ARGS:-} != skip ]]; then
+	[[ -x "$tmp/hutch-runtime" ]] || { CGO_ENABLED=0 "$GO" build -o "$tmp/hutch-runtime" ./cmd/hutch-runtime; CGO_ENABLED=0 "$GO" build -o "$tmp/hutch-agent" ./cmd/hutch-agent; }
+	"$GO" run ./bench/pod -runtime "$tmp/hutch-runtime" -out docs/benchmarks.md ${POD_ARGS:-}
+fi

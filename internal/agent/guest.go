@@ -101,6 +101,10 @@ type container struct {
 	// ownPIDs says its process is the first of a PID namespace of its
 	// own, which later processes join.
 	ownPIDs bool
+	// sharedWith is the pid of the pod's sandbox process whose PID
+	// namespace this container joined (Kubernetes' shared process
+	// namespace), 0 if it has none.
+	sharedWith int
 }
 
 // ContainerRoot is where container id's root is assembled: RootfsMount
@@ -296,10 +300,13 @@ func (a *guestAgent) exited(p *proc, ws unix.WaitStatus) {
 // from PID 1, pid -1 is every process but this one.
 func (a *guestAgent) signalAll(c *container, sig unix.Signal) error {
 	a.mu.Lock()
-	initPid, own := c.initPid, c.ownPIDs
+	initPid, own, shared := c.initPid, c.ownPIDs, c.sharedWith
 	a.mu.Unlock()
 	if initPid == 0 {
 		return nil
+	}
+	if shared != 0 {
+		return unix.Kill(initPid, sig) // the namespace is the pod's
 	}
 	if !own {
 		return unix.Kill(-1, sig)

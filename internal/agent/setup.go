@@ -50,7 +50,17 @@ func (a *guestAgent) setup(id uint32, s Setup) error {
 		a.fsMounted = true
 	}
 	c := &container{root: ContainerRoot(id), ownPIDs: s.NewPIDNamespace}
-	st, err := a.forkStage(s.NewPIDNamespace, 0)
+	if s.SharePIDs {
+		a.mu.Lock()
+		if sb := a.containers[0]; sb != nil && sb.ownPIDs {
+			c.sharedWith = sb.initPid
+		}
+		a.mu.Unlock()
+		if c.sharedWith == 0 {
+			return fmt.Errorf("the pod's sandbox has no PID namespace to share")
+		}
+	}
+	st, err := a.forkStage(s.NewPIDNamespace && c.sharedWith == 0, c.sharedWith)
 	if err != nil {
 		return err
 	}

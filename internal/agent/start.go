@@ -121,10 +121,10 @@ func (a *guestAgent) spawn(id uint32, p Process, stdio []*os.File) (int, error) 
 		c = a.containers[p.Container]
 	}
 	var st *stageConn
-	var initPid int
+	var initPid, shared int
 	var ownPIDs bool
 	if c != nil {
-		st, initPid, ownPIDs = c.init, c.initPid, c.ownPIDs
+		st, initPid, ownPIDs, shared = c.init, c.initPid, c.ownPIDs, c.sharedWith
 		if first {
 			c.init = nil
 		}
@@ -139,7 +139,10 @@ func (a *guestAgent) spawn(id uint32, p Process, stdio []*os.File) (int, error) 
 		return 0, errors.New("the container is not running")
 	case !first:
 		enter := 0
-		if ownPIDs {
+		switch {
+		case shared != 0:
+			enter = shared
+		case ownPIDs:
 			enter = initPid
 		}
 		var err error

@@ -85,6 +85,9 @@ type Setup struct {
 	// Member says the container joins a pod whose first container set the
 	// guest up: its network, hostname and sysctls are that one's.
 	Member bool `json:"member,omitempty"`
+	// SharePIDs makes a pod member's processes members of the sandbox's
+	// PID namespace, as a configuration that joins the sandbox's asks.
+	SharePIDs bool `json:"sharePids,omitempty"`
 	// NewPIDNamespace makes the container's process the first of a PID
 	// namespace of its own, as the spec's "pid" namespace asks; processes
 	// exec-ed later join it.

@@ -164,7 +164,8 @@ func memberSetup(id string, b *Bundle) agent.Setup {
 	}
 	spec := b.Spec
 	out := agent.Setup{Hostname: spec.Hostname, Command: spec.Process.Args[0], Env: spec.Process.Env,
-		Member: true, NewPIDNamespace: newPIDNamespace(spec), SharedRoot: memberTreePath(id) + "/" + rootfsEntry}
+		Member: true, NewPIDNamespace: newPIDNamespace(spec), SharePIDs: joinsPIDNamespace(spec),
+		SharedRoot: memberTreePath(id) + "/" + rootfsEntry}
 	if spec.Root != nil {
 		out.RootfsReadonly = spec.Root.Readonly
 	}
@@ -259,4 +260,19 @@ func (r Runtime) RunMember(id, consoleSocket string, ready *os.File) int {
 	}
 	r.update(id, func(rec *Record) { rec.Exit = &status })
 	return status
+}
+
+// joinsPIDNamespace says the configuration names a PID namespace to join:
+// in a pod, the sandbox's (Kubernetes' shareProcessNamespace, and crictl's
+// default).
+func joinsPIDNamespace(s *specs.Spec) bool {
+	if s.Linux == nil {
+		return false
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace {
+			return ns.Path != ""
+		}
+	}
+	return false
 }

@@ -1,14 +1,17 @@
 package oci
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/hutch-vm/hutch/internal/agent"
 	"github.com/hutch-vm/hutch/internal/guest"
@@ -56,6 +59,9 @@ func fileShares(b *Bundle) (*virtiofs.Server, map[int]string, error) {
 // shareEntries are the entries of the container's files in a shared tree,
 // and the tree path of each shared bind mount by its index in Mounts.
 func shareEntries(b *Bundle) ([]virtiofs.Entry, map[int]string, error) {
+	if err := makeMountPoints(b); err != nil {
+		return nil, nil, err
+	}
 	ro := b.Spec.Root != nil && b.Spec.Root.Readonly
 	entries := []virtiofs.Entry{{Name: rootfsEntry, Source: b.Rootfs, ReadOnly: ro}}
 	names := map[int]string{}
@@ -96,4 +102,76 @@ func sharedSetup(out *agent.Setup, spec *specs.Spec, names map[int]string) {
 		}
 		out.Mounts = append(out.Mounts, agent.Mount{Destination: m.Destination, Type: m.Type, Source: m.Source, Options: m.Options})
 	}
+}
+
+// makeMountPoints creates, in a read-only rootfs, the mount points the
+// configuration's mounts lack, as runc does before it makes the root
+// read-only: the guest cannot create them in a tree the host shares
+// read-only. A destination under an earlier mount is that mount's
+// business. Paths resolve inside the rootfs (RESOLVE_IN_ROOT), so an
+// image's symlink cannot lead the host out of it.
+func makeMountPoints(b *Bundle) error {
+	if b.Spec.Root == nil || !b.Spec.Root.Readonly {
+		return nil
+	}
+	root, err := unix.Open(b.Rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the rootfs: %w", err)
+	}
+	defer unix.Close(root)
+	var earlier []string
+	for _, m := range b.Spec.Mounts {
+		dst := filepath.Clean(m.Destination)
+		covered := slices.ContainsFunc(earlier, func(e string) bool { return e == "/" || strings.HasPrefix(dst, e+"/") })
+		earlier = append(earlier, dst)
+		if covered || dst == "/" {
+			continue
+		}
+		file := false
+		if isBind(m) {
+			if fi, err := os.Stat(m.Source); err == nil && !fi.IsDir() {
+				file = true
+			}
+		}
+		if err := makeIn(root, strings.TrimPrefix(dst, "/"), file); err != nil {
+			return fmt.Errorf("make the mount point %s in the read-only rootfs: %w", m.Destination, err)
+		}
+	}
+	return nil
+}
+
+// makeIn makes path (relative) under the directory root as a directory,
+// or an empty file for file, with the directories above it.
+func makeIn(root int, path string, file bool) error {
+	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+	if fd, err := unix.Openat2(root, path, how); err == nil {
+		unix.Close(fd)
+		return nil // there already
+	}
+	parts := strings.Split(path, "/")
+	dir := "."
+	for i, part := range parts {
+		last := i == len(parts)-1
+		fd, err := unix.Openat2(root, dir, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+		if err != nil {
+			return err
+		}
+		switch {
+		case last && file:
+			var f int
+			f, err = unix.Openat(fd, part, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+			if err == nil {
+				unix.Close(f)
+			}
+		default:
+			err = unix.Mkdirat(fd, part, 0o755)
+		}
+		unix.Close(fd)
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+		dir = filepath.Join(dir, part)
+	}
+	return nil
 }
