@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/spf13/cobra"
@@ -263,6 +264,79 @@ func psCmd(g *globals) *cobra.Command {
 		}}
 	c.Flags().StringVarP(&format, "format", "f", "table", "table (ps(1)'s lines) or json (the pids)")
 	c.Flags().SetInterspersed(false) // what follows the id is ps(1)'s
+	return c
+}
+
+func eventsCmd(g *globals) *cobra.Command {
+	var stats bool
+	var interval time.Duration
+	c := &cobra.Command{Use: "events [--stats] [--interval D] ID", Short: "Print the container's usage, read in its guest (once with --stats)",
+		Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			enc := json.NewEncoder(os.Stdout)
+			for {
+				ev, err := g.runtime().Stats(args[0])
+				if err != nil {
+					return err
+				}
+				if err := enc.Encode(ev); err != nil || stats {
+					return err
+				}
+				time.Sleep(interval)
+			}
+		}}
+	c.Flags().BoolVar(&stats, "stats", false, "print the usage once and exit")
+	c.Flags().DurationVar(&interval, "interval", 5*time.Second, "time between two lines")
+	return c
+}
+
+func updateCmd(g *globals) *cobra.Command {
+	var resources string
+	var memory, pids, quota int64
+	var period uint64
+	c := &cobra.Command{Use: "update [flags] ID", Short: "Change a running container's memory, pids or CPU limits (its cgroup in the guest)",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res specs.LinuxResources
+			if resources != "" {
+				in := os.Stdin
+				if resources != "-" {
+					f, err := os.Open(resources)
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					in = f
+				}
+				if err := json.NewDecoder(in).Decode(&res); err != nil {
+					return fmt.Errorf("read the resources (runtime-spec linux.resources JSON): %w", err)
+				}
+			}
+			fl := cmd.Flags()
+			if fl.Changed("memory") {
+				res.Memory = &specs.LinuxMemory{Limit: &memory}
+			}
+			if fl.Changed("pids-limit") {
+				res.Pids = &specs.LinuxPids{Limit: &pids}
+			}
+			if fl.Changed("cpu-quota") || fl.Changed("cpu-period") {
+				if res.CPU == nil {
+					res.CPU = &specs.LinuxCPU{}
+				}
+				if fl.Changed("cpu-quota") {
+					res.CPU.Quota = &quota
+				}
+				if fl.Changed("cpu-period") {
+					res.CPU.Period = &period
+				}
+			}
+			return g.runtime().Update(args[0], res)
+		}}
+	c.Flags().StringVarP(&resources, "resources", "r", "", "runtime-spec linux.resources JSON file, - for stdin")
+	c.Flags().Int64Var(&memory, "memory", 0, "memory limit in bytes (-1: none)")
+	c.Flags().Int64Var(&pids, "pids-limit", 0, "most processes (0 or -1: none)")
+	c.Flags().Int64Var(&quota, "cpu-quota", 0, "CPU time in µs per period (-1: none)")
+	c.Flags().Uint64Var(&period, "cpu-period", 0, "CPU period in µs")
 	return c
 }
 

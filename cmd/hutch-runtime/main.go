@@ -67,7 +67,7 @@ func main() {
 	pf.BoolVar(&g.debug, "debug", false, "log debug messages")
 	pf.BoolVar(&g.systemdCgroup, "systemd-cgroup", false, "accepted for compatibility: the VM is the container's boundary")
 	root.AddCommand(createCmd(g), startCmd(g), stateCmd(g), killCmd(g), deleteCmd(g), runCmd(g), execCmd(g),
-		featuresCmd(), listCmd(g), pauseCmd(g), resumeCmd(g), psCmd(g), shimCmd(g), memberCmd(g), relayCmd(g))
+		featuresCmd(), listCmd(g), pauseCmd(g), resumeCmd(g), psCmd(g), eventsCmd(g), updateCmd(g), shimCmd(g), memberCmd(g), relayCmd(g))
 	err := root.ExecuteContext(context.Background())
 	if err == nil {
 		return

@@ -91,6 +91,7 @@ type guestAgent struct {
 	// (0 for the first, the sandbox when there are several).
 	containers map[uint32]*container
 	fsMounted  bool // the shared tree, mounted once for every container
+	cgroups    bool // the guest's cgroup tree is mounted
 }
 
 // container is one container in the guest.
@@ -101,6 +102,8 @@ type container struct {
 	// ownPIDs says its process is the first of a PID namespace of its
 	// own, which later processes join.
 	ownPIDs bool
+	// cgroup is its group in the guest's tree ("" without one).
+	cgroup string
 	// sharedWith is the pid of the pod's sandbox process whose PID
 	// namespace this container joined (Kubernetes' shared process
 	// namespace), 0 if it has none.
@@ -184,6 +187,21 @@ func (a *guestAgent) handle(f Frame) error {
 		return a.conn.Send(TypeSetUp, f.ID, nil)
 	case TypeRemove:
 		return a.remove(f.ID)
+	case TypeStats:
+		st, err := a.stats(f.ID)
+		if err != nil {
+			return err
+		}
+		return a.conn.SendJSON(TypeUsage, f.ID, st)
+	case TypeUpdate:
+		var r Resources
+		if err := f.Decode(&r); err != nil {
+			return err
+		}
+		if err := a.update(f.ID, r); err != nil {
+			return err
+		}
+		return a.conn.Send(TypeUpdated, f.ID, nil)
 	case TypeStart:
 		var p Process
 		if err := f.Decode(&p); err != nil {

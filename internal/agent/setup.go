@@ -50,6 +50,15 @@ func (a *guestAgent) setup(id uint32, s Setup) error {
 		a.fsMounted = true
 	}
 	c := &container{root: ContainerRoot(id), ownPIDs: s.NewPIDNamespace}
+	if !a.cgroups {
+		if err := mountCgroups(); err != nil {
+			slog.Warn("containers get no cgroup in the guest: no stats, no update", "err", err)
+		}
+		a.cgroups = true
+	}
+	if err := os.Mkdir(cgroupOf(id), 0o755); err == nil {
+		c.cgroup = cgroupOf(id)
+	}
 	if s.SharePIDs {
 		a.mu.Lock()
 		if sb := a.containers[0]; sb != nil && sb.ownPIDs {
@@ -64,7 +73,7 @@ func (a *guestAgent) setup(id uint32, s Setup) error {
 	if err != nil {
 		return err
 	}
-	if err := st.send(stageRequest{Root: c.root, Setup: &s}); err != nil {
+	if err := st.send(stageRequest{Root: c.root, Setup: &s, Cgroup: c.cgroup}); err != nil {
 		st.close()
 		return err
 	}
@@ -118,6 +127,9 @@ func (a *guestAgent) remove(id uint32) error {
 		return fmt.Errorf("unmount container %d's root: %w", id, err)
 	}
 	os.Remove(c.root)
+	if c.cgroup != "" {
+		os.Remove(c.cgroup) // empty once its processes are gone
+	}
 	return nil
 }
 

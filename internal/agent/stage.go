@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"unsafe"
@@ -31,6 +32,8 @@ type stageRequest struct {
 	Root    string   `json:"root"`
 	Setup   *Setup   `json:"setup,omitempty"`
 	Process *Process `json:"process,omitempty"`
+	// Cgroup is the container's group in the guest, which the stage joins.
+	Cgroup string `json:"cgroup,omitempty"`
 }
 
 // stageReport is what the stage writes back on stageSocketFD: the outcome
@@ -69,6 +72,12 @@ func stage(sock *os.File) error {
 	var req stageRequest
 	if err := requests.Decode(&req); err != nil {
 		return fmt.Errorf("read the request: %w", err)
+	}
+	if req.Cgroup != "" {
+		// Before anything else: what the process starts is counted there.
+		if err := os.WriteFile(filepath.Join(req.Cgroup, "cgroup.procs"), []byte("0"), 0); err != nil {
+			return fmt.Errorf("join the container's cgroup: %w", err)
+		}
 	}
 	if req.Setup != nil {
 		if err := assemble(req.Root, *req.Setup); err != nil {

@@ -151,7 +151,7 @@ func (a *guestAgent) spawn(id uint32, p Process, stdio []*os.File) (int, error) 
 		}
 	}
 	defer st.close()
-	if err := st.send(stageRequest{Root: c.root, Process: &p}); err != nil {
+	if err := st.send(stageRequest{Root: c.root, Process: &p, Cgroup: c.cgroup}); err != nil {
 		return 0, err
 	}
 	if err := unix.Sendmsg(int(st.sock.Fd()), []byte{0}, unix.UnixRights(int(stdio[0].Fd()), int(stdio[1].Fd()), int(stdio[2].Fd())), nil, 0); err != nil {

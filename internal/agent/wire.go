@@ -32,6 +32,8 @@ const (
 	TypeSignal                 // Signal
 	TypeResize                 // Size: the process's terminal changed size
 	TypeRemove                 // the container whose process has the frame's id is deleted
+	TypeStats                  // what the container of the frame's id uses: Stats answers
+	TypeUpdate                 // Resources: new limits for the container of the frame's id
 
 	// Guest to host.
 	TypeReady   // the agent is up and waits for Setup
@@ -42,6 +44,8 @@ const (
 	TypeExit    // Exit
 	TypeError   // Error: a request for the frame's id failed
 	TypePorts   // Ports: what the container listens on now
+	TypeUsage   // Stats, the answer to TypeStats; Error instead if it failed
+	TypeUpdated // Resources applied; Error instead if they were not
 )
 
 // Types are numbered in order: one added to the host's list shifts the
@@ -199,6 +203,25 @@ func (e Exit) Status() int {
 		return 128 + e.Signal
 	}
 	return e.Code
+}
+
+// Stats is what a container uses in the guest: the guest's memory (the VM
+// is the container's), its CPU time, and the container's processes.
+type Stats struct {
+	MemoryUsage uint64 `json:"memoryUsage"` // bytes: total less available
+	MemoryLimit uint64 `json:"memoryLimit"` // bytes: the guest's total
+	CPUUser     uint64 `json:"cpuUser"`     // nanoseconds
+	CPUKernel   uint64 `json:"cpuKernel"`   // nanoseconds
+	Pids        int    `json:"pids"`
+}
+
+// Resources are the limits that can change while a container runs, in
+// its cgroup in the guest; nil leaves one as it is.
+type Resources struct {
+	MemoryMax *int64  `json:"memoryMax,omitempty"` // bytes; -1 for none
+	PidsMax   *int64  `json:"pidsMax,omitempty"`   // -1 for none
+	CPUQuota  *int64  `json:"cpuQuota,omitempty"`  // µs per CPUPeriod; -1 for none
+	CPUPeriod *uint64 `json:"cpuPeriod,omitempty"` // µs
 }
 
 // Error is a failure the guest reports for a request.

@@ -73,6 +73,11 @@ type shim struct {
 	// members are the processes of the pod's later containers, created
 	// and not yet started, by id.
 	members map[uint32]agent.Process
+	// answers hears the agent's answer to a stats or update request, one
+	// at a time (askMu).
+	askMu   sync.Mutex
+	answers chan agent.Frame
+	asked   uint32
 }
 
 // hostProc is the host side of one container process: where its output
@@ -381,6 +386,13 @@ func (s *shim) dispatch(frames <-chan agent.Frame) {
 				s.forward(ports)
 			}
 			continue
+		case agent.TypeUsage, agent.TypeUpdated:
+			s.answer(f)
+			continue
+		case agent.TypeError:
+			if s.answer(f) {
+				continue
+			}
 		}
 		if p == nil {
 			continue
@@ -601,15 +613,18 @@ type request struct {
 	// kill and remove (0: the shim's own container).
 	Setup  *agent.Setup `json:"setup,omitempty"`
 	Member uint32       `json:"member,omitempty"`
+	// Resources are update's.
+	Resources *agent.Resources `json:"resources,omitempty"`
 }
 
 // reply answers a request; an exec gets a second one when its process ends.
 type reply struct {
-	Error  string `json:"error,omitempty"`
-	Member uint32 `json:"member,omitempty"` // the id a new pod member got
-	Pid    int    `json:"pid,omitempty"`
-	Exit   *int   `json:"exit,omitempty"`
-	Status string `json:"status,omitempty"`
+	Error  string       `json:"error,omitempty"`
+	Member uint32       `json:"member,omitempty"` // the id a new pod member got
+	Stats  *agent.Stats `json:"stats,omitempty"`
+	Pid    int          `json:"pid,omitempty"`
+	Exit   *int         `json:"exit,omitempty"`
+	Status string       `json:"status,omitempty"`
 }
 
 func (s *shim) listen() (*net.UnixListener, error) {
@@ -663,6 +678,8 @@ func (s *shim) handle(c *net.UnixConn) {
 	case "member":
 		s.member(c, req, files)
 		files = nil
+	case "stats", "update":
+		send(c, s.ask(req))
 	case "remove":
 		s.mu.Lock()
 		delete(s.members, req.Member)
@@ -920,4 +937,67 @@ func (s *shim) startMember(id uint32) reply {
 		return reply{Error: err.Error()}
 	}
 	return reply{}
+}
+
+// ask sends the agent a stats or update request for a container of the
+// pod (0: the shim's own) and waits for its answer.
+func (s *shim) ask(req request) reply {
+	s.askMu.Lock()
+	defer s.askMu.Unlock()
+	ch := make(chan agent.Frame, 1)
+	s.mu.Lock()
+	s.answers, s.asked = ch, req.Member
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.answers = nil
+		s.mu.Unlock()
+	}()
+	var err error
+	if req.Op == "stats" {
+		err = s.conn.Send(agent.TypeStats, req.Member, nil)
+	} else if req.Resources != nil {
+		err = s.conn.SendJSON(agent.TypeUpdate, req.Member, *req.Resources)
+	} else {
+		return reply{Error: "update names no resource"}
+	}
+	if err != nil {
+		return reply{Error: err.Error()}
+	}
+	select {
+	case f := <-ch:
+		switch f.Type {
+		case agent.TypeUsage:
+			var st agent.Stats
+			if err := f.Decode(&st); err != nil {
+				return reply{Error: err.Error()}
+			}
+			return reply{Stats: &st}
+		case agent.TypeUpdated:
+			return reply{}
+		}
+		var e agent.Error
+		f.Decode(&e)
+		return reply{Error: e.Message}
+	case <-time.After(10 * time.Second):
+		return reply{Error: "the guest did not answer within 10 s"}
+	}
+}
+
+// answer hands a frame to a waiting ask; false if none waits.
+func (s *shim) answer(f agent.Frame) bool {
+	s.mu.Lock()
+	ch := s.answers
+	if f.ID != s.asked {
+		ch = nil
+	}
+	s.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	select {
+	case ch <- f:
+	default:
+	}
+	return true
 }

@@ -171,6 +171,37 @@ func TestRuntimeLifecycle(t *testing.T) {
 	if res := r.run("ps", "--format", "yaml", "life"); res.code == 0 || !strings.Contains(res.stderr, "invalid format") {
 		t.Fatalf("ps --format yaml: exit %d: %s", res.code, res.stderr)
 	}
+	// events --stats reads the container's cgroup in the guest; update
+	// changes its limits there, live: a pids limit of 1 leaves exec no
+	// room to fork, and lifting it gives it back.
+	res = r.run("events", "--stats", "life")
+	var ev struct {
+		Type string
+		ID   string
+		Data struct {
+			Memory struct{ Usage struct{ Usage, Limit uint64 } }
+			Pids   struct{ Current int }
+		}
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &ev); err != nil || res.code != 0 || ev.Type != "stats" || ev.ID != "life" ||
+		ev.Data.Memory.Usage.Usage == 0 || ev.Data.Memory.Usage.Limit < ev.Data.Memory.Usage.Usage || ev.Data.Pids.Current < 2 {
+		t.Fatalf("events --stats: exit %d, %q (%v): %s", res.code, res.stdout, err, res.stderr)
+	}
+	if res := r.run("update", "--pids-limit", "2", "life"); res.code != 0 {
+		t.Fatalf("update --pids-limit 2: exit %d: %s", res.code, res.stderr)
+	}
+	if res := r.run("exec", "life", "sh", "-c", "true; true"); res.code == 0 {
+		t.Fatalf("exec ran under a pids limit the container's two processes fill")
+	}
+	if res := r.run("update", "--pids-limit", "0", "life"); res.code != 0 {
+		t.Fatalf("update --pids-limit 0: exit %d: %s", res.code, res.stderr)
+	}
+	if res := r.run("exec", "life", "true"); res.code != 0 {
+		t.Fatalf("exec after the limit was lifted: exit %d: %s", res.code, res.stderr)
+	}
+	if res := r.run("update", "life"); res.code == 0 || !strings.Contains(res.stderr, "changes nothing") {
+		t.Fatalf("update with nothing: exit %d: %s", res.code, res.stderr)
+	}
 	if res := r.run("delete", "life"); res.code == 0 || !strings.Contains(res.stderr, "cannot delete container life that is not stopped: running") {
 		t.Fatalf("delete of a running container: exit %d: %s", res.code, res.stderr)
 	}
