@@ -190,7 +190,7 @@ func TestRuntimeLifecycle(t *testing.T) {
 	if res := r.run("update", "--pids-limit", "2", "life"); res.code != 0 {
 		t.Fatalf("update --pids-limit 2: exit %d: %s", res.code, res.stderr)
 	}
-	if res := r.run("exec", "life", "sh", "-c", "true; true"); res.code == 0 {
+	if res := r.run("exec", "life", "sh", "-c", "(true)"); res.code == 0 {
 		t.Fatalf("exec ran under a pids limit the container's two processes fill")
 	}
 	if res := r.run("update", "--pids-limit", "0", "life"); res.code != 0 {
