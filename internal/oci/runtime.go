@@ -482,7 +482,7 @@ func Features() any {
 		},
 		Annotations: map[string]string{
 			"io.katacontainers.config.hypervisor.rootless": "true: accepted; every VMM of hutch-runtime is unprivileged",
-			"org.hutch.vm": "each container runs in its own VM, or a pod's in its sandbox's",
+			"org.hutch.vm":                      "each container runs in its own VM, or a pod's in its sandbox's",
 			"io.kubernetes.cri.container-type":  "sandbox boots the pod's VM; container runs in it",
 			"io.kubernetes.cri-o.ContainerType": "as io.kubernetes.cri.container-type",
 			"org.hutch.verbs": "create, start, run, state, kill, delete, exec, ps (--format json), pause, resume, " +
