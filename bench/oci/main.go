@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hutch-vm/hutch/bench/machine"
 	"github.com/hutch-vm/hutch/bench/section"
 	"github.com/hutch-vm/hutch/internal/accel"
 	"github.com/hutch-vm/hutch/internal/guest"
@@ -294,8 +295,8 @@ func report(sides []*side, runs int, accel string, rawArgv []string, started tim
 	var b strings.Builder
 	fmt.Fprintln(&b, beginMark)
 	fmt.Fprintf(&b, "### Results: container start (%s, %d rounds)\n\n", started.UTC().Format("2006-01-02 15:04 UTC"), runs)
-	fmt.Fprintf(&b, "Machine: %d CPUs, %s, accelerator %s, %s, %s.\n\n", runtime.NumCPU(), cpuModel(), accel,
-		firstLine(exec.Command("podman", "--version")), firstLine(exec.Command(qemu.Binary, "--version")))
+	fmt.Fprintf(&b, "Machine: %d CPUs, %s, accelerator %s, %s, %s.\n\n", runtime.NumCPU(), machine.CPUModel(), accel,
+		machine.FirstLine(exec.Command("podman", "--version")), machine.FirstLine(exec.Command(qemu.Binary, "--version")))
 	fmt.Fprintln(&b, "| side | median | min | max |")
 	fmt.Fprintln(&b, "|---|---|---|---|")
 	for _, s := range sides {
@@ -308,15 +309,15 @@ func report(sides []*side, runs int, accel string, rawArgv []string, started tim
 	over := hutchSmall - runcSmall - raw
 	share := over.Seconds() / raw.Seconds()
 	fmt.Fprintf(&b, "\nhutch-runtime's overhead beyond the guest boot, smallest image: %.2f s (hutch-runtime %.2f s − runc %.2f s − raw boot %.2f s) = **%.0f%%** of the raw boot; target ≤ %.0f%%: %s.\n\n",
-		over.Seconds(), hutchSmall.Seconds(), runcSmall.Seconds(), raw.Seconds(), share*100, maxOverhead*100, verdict(share <= maxOverhead))
+		over.Seconds(), hutchSmall.Seconds(), runcSmall.Seconds(), raw.Seconds(), share*100, maxOverhead*100, machine.Verdict(share <= maxOverhead))
 	growth := hutchLarge.Seconds()/hutchSmall.Seconds() - 1
 	fmt.Fprintf(&b, "Largest image against smallest with hutch-runtime: %.2f s against %.2f s, **%+.0f%%**; target within 10%%: %s.\n\n",
-		hutchLarge.Seconds(), hutchSmall.Seconds(), growth*100, verdict(growth <= 0.10))
+		hutchLarge.Seconds(), hutchSmall.Seconds(), growth*100, machine.Verdict(growth <= 0.10))
 	rawShare := raw.Seconds() / hutchLarge.Seconds()
 	fmt.Fprintf(&b, "The raw boot's share of hutch-runtime's start of the largest image: %.2f s of %.2f s = **%.0f%%**; target at least 75%%: %s.\n\n",
-		raw.Seconds(), hutchLarge.Seconds(), rawShare*100, verdict(rawShare >= 0.75))
+		raw.Seconds(), hutchLarge.Seconds(), rawShare*100, machine.Verdict(rawShare >= 0.75))
 	fmt.Fprintf(&b, "Disk a running container of the largest image adds to hutch-runtime's state (its directory: state, logs, sockets; nothing written by the container): **%d KiB**; target under 1 MiB: %s.\n\n",
-		diskKB, verdict(diskKB < 1024))
+		diskKB, machine.Verdict(diskKB < 1024))
 	fmt.Fprintf(&b, "File work in the container's root (median of %d, seconds, timed inside the container): 2000 small files made, then found and listed, their tar unpacked, 200 MB written and synced.\n\n", fileRuns)
 	fmt.Fprintln(&b, "| runtime | create 2000 files | find + ls -lR | untar 2000 files | write 200 MB |")
 	fmt.Fprintln(&b, "|---|---|---|---|---|")
@@ -328,31 +329,8 @@ func report(sides []*side, runs int, accel string, rawArgv []string, started tim
 	return b.String()
 }
 
-func verdict(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "not met"
-}
-
 func medianF(xs []float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[len(s)/2]
-}
-
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
-func firstLine(c *exec.Cmd) string {
-	b, _ := c.Output()
-	line, _, _ := strings.Cut(string(b), "\n")
-	return strings.TrimSpace(line)
 }

@@ -24,6 +24,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/hutch-vm/hutch/bench/machine"
 	"github.com/hutch-vm/hutch/bench/section"
 	"github.com/hutch-vm/hutch/internal/accel"
 	"github.com/hutch-vm/hutch/internal/qemu"
@@ -286,7 +287,7 @@ func report(clis []cli, times map[string][]time.Duration, mem map[string][2]floa
 	var b strings.Builder
 	fmt.Fprintln(&b, beginMark)
 	fmt.Fprintf(&b, "### Results: pods (%s, %d rounds)\n\n", started.UTC().Format("2006-01-02 15:04 UTC"), runs)
-	fmt.Fprintf(&b, "Machine: %d CPUs, %s, accelerator %s, %s.\n\n", runtime.NumCPU(), cpuModel(), accel, firstLine(exec.Command(qemu.Binary, "--version")))
+	fmt.Fprintf(&b, "Machine: %d CPUs, %s, accelerator %s, %s.\n\n", runtime.NumCPU(), machine.CPUModel(), accel, machine.FirstLine(exec.Command(qemu.Binary, "--version")))
 	fmt.Fprintln(&b, "| runtime | 2-container pod start, median | min | max | idle 1-container pod (PSS) | each further container (PSS) |")
 	fmt.Fprintln(&b, "|---|---|---|---|---|---|")
 	for _, c := range clis {
@@ -297,31 +298,8 @@ func report(clis []cli, times map[string][]time.Duration, mem map[string][2]floa
 	}
 	h := mem["hutch-runtime"]
 	fmt.Fprintf(&b, "\nhutch-runtime, idle one-container pod: **%.0f MiB**; target ≤ %d MiB: %s. Each further container: **%.1f MiB**; target ≤ %d MiB: %s.\n\n",
-		h[0], maxPodMiB, verdict(h[0] <= maxPodMiB), h[1], maxMemberMiB, verdict(h[1] <= maxMemberMiB))
+		h[0], maxPodMiB, machine.Verdict(h[0] <= maxPodMiB), h[1], maxMemberMiB, machine.Verdict(h[1] <= maxMemberMiB))
 	fmt.Fprintf(&b, "Memory is read %s after each step, the PSS of every host process of the pod (the pid each runtime reports and everything below it).\n\n", settle)
 	fmt.Fprintln(&b, endMark)
 	return b.String()
-}
-
-func verdict(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "not met"
-}
-
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
-func firstLine(c *exec.Cmd) string {
-	b, _ := c.Output()
-	line, _, _ := strings.Cut(string(b), "\n")
-	return strings.TrimSpace(line)
 }

@@ -746,27 +746,7 @@ func (s *shim) exec(c *net.UnixConn, req request, files []*os.File) {
 	}
 	send(c, reply{Status: "started"})
 	// The requester may forward signals and sizes until the process ends.
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			var r request
-			if json.Unmarshal(buf[:n], &r) != nil {
-				continue
-			}
-			switch r.Op {
-			case "signal":
-				s.conn.SendJSON(agent.TypeSignal, id, agent.Signal{Signal: r.Signal})
-			case "resize":
-				if p.tty {
-					s.sendSize(id, p.in)
-				}
-			}
-		}
-	}()
+	s.relayRequests(c, id, p, func(sig int) { s.conn.SendJSON(agent.TypeSignal, id, agent.Signal{Signal: sig}) })
 	e := <-p.exited
 	closeFiles(files)
 	status := e.Status()
@@ -878,38 +858,18 @@ func (s *shim) member(c *net.UnixConn, req request, files []*os.File) {
 	s.members[id] = *req.Process
 	s.mu.Unlock()
 	send(c, reply{Status: "created", Member: id})
-	gone := make(chan struct{})
-	go func() {
-		defer close(gone)
-		buf := make([]byte, 4096)
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				return
-			}
-			var r request
-			if json.Unmarshal(buf[:n], &r) != nil {
-				continue
-			}
-			switch r.Op {
-			case "signal":
-				s.mu.Lock()
-				_, created := s.members[id]
-				delete(s.members, id)
-				s.mu.Unlock()
-				if created {
-					// Nothing runs yet: the container ends as its process would.
-					p.exitedReport.Do(func() { p.exited <- agent.Exit{Signal: r.Signal} })
-					continue
-				}
-				s.conn.SendJSON(agent.TypeSignal, id, agent.Signal{Signal: r.Signal})
-			case "resize":
-				if p.tty {
-					s.sendSize(id, p.in)
-				}
-			}
+	gone := s.relayRequests(c, id, p, func(sig int) {
+		s.mu.Lock()
+		_, created := s.members[id]
+		delete(s.members, id)
+		s.mu.Unlock()
+		if created {
+			// Nothing runs yet: the container ends as its process would.
+			p.exitedReport.Do(func() { p.exited <- agent.Exit{Signal: sig} })
+			return
 		}
-	}()
+		s.conn.SendJSON(agent.TypeSignal, id, agent.Signal{Signal: sig})
+	})
 	select {
 	case e := <-p.exited:
 		closeFiles(files)
@@ -1000,4 +960,34 @@ func (s *shim) answer(f agent.Frame) bool {
 	default:
 	}
 	return true
+}
+
+// relayRequests serves what the requester of process id sends while it
+// runs: signals, handed to signal, and terminal size changes. The
+// returned channel closes when the requester goes away.
+func (s *shim) relayRequests(c *net.UnixConn, id uint32, p *hostProc, signal func(int)) <-chan struct{} {
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			var r request
+			if json.Unmarshal(buf[:n], &r) != nil {
+				continue
+			}
+			switch r.Op {
+			case "signal":
+				signal(r.Signal)
+			case "resize":
+				if p.tty {
+					s.sendSize(id, p.in)
+				}
+			}
+		}
+	}()
+	return gone
 }
