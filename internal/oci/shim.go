@@ -168,8 +168,11 @@ func (s *shim) run(consoleSocket string, ready *os.File) (int, error) {
 		return 1, err
 	} else {
 		if sandbox, _ := podRole(spec); sandbox {
-			// The pod's later containers' files arrive here.
-			s.shares.Entries = append(s.shares.Entries, virtiofs.Entry{Name: podEntry, Source: filepath.Join(s.paths.Dir, podEntry)})
+			// The pod's later containers' files arrive here, each a mount
+			// of its own with its own flags. The directory itself is
+			// read-only to the guest: a guest that could rename or link in
+			// it could turn the host's next bind there toward a host path.
+			s.shares.Entries = append(s.shares.Entries, virtiofs.Entry{Name: podEntry, Source: filepath.Join(s.paths.Dir, podEntry), ReadOnly: true})
 		}
 		if err := s.startFS(); err != nil {
 			return 1, err
