@@ -421,6 +421,12 @@ func TestRuntimeKilledShim(t *testing.T) {
 	if !waitGone(vmm) {
 		t.Fatalf("the VMM %d outlived its shim", vmm)
 	}
+	// As its PID namespace's first process, the shim finishes dying only
+	// once the kernel has reaped everything in the namespace: the VMM can
+	// be gone a moment before it.
+	if !waitGone(pid) {
+		t.Fatalf("the shim %d did not die of SIGKILL", pid)
+	}
 	if st := r.state("k9"); st["status"] != "stopped" || st["pid"] != float64(0) {
 		t.Fatalf("state after the shim was killed: %v", st)
 	}
