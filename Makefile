@@ -14,12 +14,12 @@ PACKAGES := qemu-system-x86 qemu-utils passt busybox-static linux-image-cloud-am
 .PHONY: build deps demo test unit bench fuzz
 # Static, so that hutch can be the micro VM's init on a host without
 # busybox, and hutch-agent a guest's init. hutch-runtime finds hutch-agent
-# beside itself.
+# beside itself. hutch-agent is stripped: it sits in every guest's RAM.
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/hutch ./cmd/hutch
 	CGO_ENABLED=0 $(GO) build -ldflags "-X main.commit=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
 		-o bin/hutch-runtime ./cmd/hutch-runtime
-	CGO_ENABLED=0 $(GO) build -o bin/hutch-agent ./cmd/hutch-agent
+	CGO_ENABLED=0 $(GO) build -ldflags "-s -w" -o bin/hutch-agent ./cmd/hutch-agent
 
 deps:
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq

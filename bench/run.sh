@@ -51,7 +51,7 @@ fi
 if [[ ${OCI_ARGS:-} != skip ]]; then
 	chmod 755 "$tmp"
 	CGO_ENABLED=0 "$GO" build -o "$tmp/hutch-runtime" ./cmd/hutch-runtime
-	CGO_ENABLED=0 "$GO" build -o "$tmp/hutch-agent" ./cmd/hutch-agent
+	CGO_ENABLED=0 "$GO" build -ldflags "-s -w" -o "$tmp/hutch-agent" ./cmd/hutch-agent
 	"$GO" run ./bench/oci -runtime "$tmp/hutch-runtime" -out docs/benchmarks.md ${OCI_ARGS:-}
 fi
 
@@ -61,6 +61,6 @@ fi
 # docs/benchmarks.md. POD_ARGS, e.g. "-runs 7", tunes it; POD_ARGS=skip
 # leaves it out.
 if [[ ${POD_ARGS:-} != skip ]]; then
-	[[ -x "$tmp/hutch-runtime" ]] || { CGO_ENABLED=0 "$GO" build -o "$tmp/hutch-runtime" ./cmd/hutch-runtime; CGO_ENABLED=0 "$GO" build -o "$tmp/hutch-agent" ./cmd/hutch-agent; }
+	[[ -x "$tmp/hutch-runtime" ]] || { CGO_ENABLED=0 "$GO" build -o "$tmp/hutch-runtime" ./cmd/hutch-runtime; CGO_ENABLED=0 "$GO" build -ldflags "-s -w" -o "$tmp/hutch-agent" ./cmd/hutch-agent; }
 	"$GO" run ./bench/pod -runtime "$tmp/hutch-runtime" -out docs/benchmarks.md ${POD_ARGS:-}
 fi

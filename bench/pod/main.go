@@ -9,10 +9,12 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -144,14 +146,18 @@ func run(runs int, rt, runc, out string) error {
 		}
 	}
 	mem := map[string][2]float64{}
+	var parts map[string]float64
 	for _, c := range clis {
-		one, extra, err := podMemory(c, bundles[c.name])
+		one, extra, byProc, err := podMemory(c, bundles[c.name])
 		if err != nil {
 			return err
 		}
 		mem[c.name] = [2]float64{one, extra}
+		if c.name == "hutch-runtime" {
+			parts = byProc
+		}
 	}
-	md := report(clis, times, mem, runs, choice.Accel, started)
+	md := report(clis, times, mem, parts, runs, choice.Accel, started)
 	fmt.Print(md)
 	if out == "" {
 		return nil
@@ -223,17 +229,17 @@ func retarget(dir, sandbox string) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
-// podMemory is the PSS in MiB of an idle one-container pod, and what one
-// more container adds.
-func podMemory(c cli, p pod) (one, extra float64, err error) {
+// podMemory is the PSS in MiB of an idle one-container pod, by process
+// name, and what one more container adds.
+func podMemory(c cli, p pod) (one, extra float64, byProc map[string]float64, err error) {
 	if err := retarget(p.member, "pod"); err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	defer c.do("delete", "--force", "member")
 	defer c.do("delete", "--force", "pod")
 	for _, step := range [][]string{{"create", "--bundle", p.sandbox, "pod"}, {"start", "pod"}} {
 		if err := c.do(step...); err != nil {
-			return 0, 0, err
+			return 0, 0, nil, err
 		}
 	}
 	pids := func(ids ...string) ([]int, error) {
@@ -250,40 +256,46 @@ func podMemory(c cli, p pod) (one, extra float64, err error) {
 	time.Sleep(settle)
 	ps, err := pids("pod")
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
-	one = pss(ps)
+	one, byProc = pss(ps)
 	for _, step := range [][]string{{"create", "--bundle", p.member, "member"}, {"start", "member"}} {
 		if err := c.do(step...); err != nil {
-			return 0, 0, err
+			return 0, 0, nil, err
 		}
 	}
 	time.Sleep(settle)
 	if ps, err = pids("pod", "member"); err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
-	return one, pss(ps) - one, nil
+	both, _ := pss(ps)
+	return one, both - one, byProc, nil
 }
 
-// pss sums the processes' proportional set sizes, in MiB.
-func pss(pids []int) float64 {
-	var kib int
+// pss sums the processes' proportional set sizes, in MiB, in all and by
+// process name.
+func pss(pids []int) (float64, map[string]float64) {
+	var total float64
+	byName := map[string]float64{}
 	for _, pid := range pids {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+		dir := "/proc/" + strconv.Itoa(pid)
+		b, err := os.ReadFile(dir + "/smaps_rollup")
 		if err != nil {
 			continue
 		}
+		name, _ := os.ReadFile(dir + "/comm")
 		for _, line := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(line, "Pss:"); ok {
 				n, _ := strconv.Atoi(strings.Fields(v)[0])
-				kib += n
+				total += float64(n) / 1024
+				byName[strings.TrimSpace(string(name))] += float64(n) / 1024
 			}
 		}
 	}
-	return float64(kib) / 1024
+	return total, byName
 }
 
-func report(clis []cli, times map[string][]time.Duration, mem map[string][2]float64, runs int, accel string, started time.Time) string {
+func report(clis []cli, times map[string][]time.Duration, mem map[string][2]float64, parts map[string]float64, runs int, accel string, started time.Time) string {
 	var b strings.Builder
 	fmt.Fprintln(&b, beginMark)
 	fmt.Fprintf(&b, "### Results: pods (%s, %d rounds)\n\n", started.UTC().Format("2006-01-02 15:04 UTC"), runs)
@@ -299,6 +311,13 @@ func report(clis []cli, times map[string][]time.Duration, mem map[string][2]floa
 	h := mem["hutch-runtime"]
 	fmt.Fprintf(&b, "\nhutch-runtime, idle one-container pod: **%.0f MiB**; target ≤ %d MiB: %s. Each further container: **%.1f MiB**; target ≤ %d MiB: %s.\n\n",
 		h[0], maxPodMiB, machine.Verdict(h[0] <= maxPodMiB), h[1], maxMemberMiB, machine.Verdict(h[1] <= maxMemberMiB))
+	names := slices.Collect(maps.Keys(parts))
+	slices.SortFunc(names, func(a, b string) int { return cmp.Compare(parts[b], parts[a]) })
+	var each []string
+	for _, n := range names {
+		each = append(each, fmt.Sprintf("%s %.1f MiB", n, parts[n]))
+	}
+	fmt.Fprintf(&b, "The idle one-container pod by process: %s.\n\n", strings.Join(each, ", "))
 	fmt.Fprintf(&b, "Memory is read %s after each step, the PSS of every host process of the pod (the pid each runtime reports and everything below it).\n\n", settle)
 	fmt.Fprintln(&b, endMark)
 	return b.String()

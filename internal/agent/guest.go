@@ -45,11 +45,8 @@ func run() error {
 			return fmt.Errorf("mount %s: %w", m.dir, err)
 		}
 	}
-	if order, err := os.ReadFile("/etc/modules.order"); err == nil {
-		for _, p := range strings.Fields(string(order)) {
-			guest.LoadModule(p)
-		}
-	}
+	guest.LoadModules()
+	guest.SetPageReportingOrder()
 	port, err := openPort(PortName, 20*time.Second)
 	if err != nil {
 		return err

@@ -130,6 +130,11 @@ func (c Config) Argv(binary string) []string {
 	if c.Accel == "kvm" {
 		a = append(a, "-cpu", "host")
 	}
+	if c.Machine == MicroVM {
+		// QEMU's virtio-mmio devices are legacy (virtio 0.9) by default,
+		// which vhost-user daemons such as virtiofsd refuse.
+		a = append(a, "-global", "virtio-mmio.force-legacy=false")
+	}
 	if c.KernelFD != 0 {
 		a = append(a, "-kernel", fdPath(c.KernelFD))
 		if c.InitrdFD != 0 {

@@ -90,7 +90,9 @@ func TestArgvShares(t *testing.T) {
 		}
 	}
 	c.Machine = MicroVM
-	if a := strings.Join(c.Argv("qemu"), " "); !strings.Contains(a, "microvm,acpi=on,memory-backend=mem") || !strings.Contains(a, "vhost-user-fs-device") {
+	// virtiofsd refuses a legacy virtio-mmio device, QEMU's default.
+	if a := strings.Join(c.Argv("qemu"), " "); !strings.Contains(a, "microvm,acpi=on,memory-backend=mem") || !strings.Contains(a, "vhost-user-fs-device") ||
+		!strings.Contains(a, "-global virtio-mmio.force-legacy=false") {
 		t.Errorf("microvm argv: %s", a)
 	}
 }

@@ -88,7 +88,11 @@ func setup(dir string) error {
 	_, here, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(here), "..", "..")
 	for _, b := range []string{"hutch-runtime", "hutch-agent"} {
-		build := testproc.Command("go", "build", "-o", filepath.Join(binDir, b), "./cmd/"+b)
+		ldflags := ""
+		if b == "hutch-agent" {
+			ldflags = "-s -w" // as make build strips it
+		}
+		build := testproc.Command("go", "build", "-ldflags", ldflags, "-o", filepath.Join(binDir, b), "./cmd/"+b)
 		build.Dir, build.Env = root, append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			return fmt.Errorf("build %s: %v\n%s", b, err, out)

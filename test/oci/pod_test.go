@@ -3,6 +3,7 @@ package oci
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,7 +42,8 @@ func TestRuntimePod(t *testing.T) {
 			s.Hostname = "hutch-pod"
 			s.Annotations = criAnnotations("container", "pod1")
 			s.Process.Args = args
-			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/shared", Type: "bind", Source: shared, Options: []string{"rbind", "rw"}})
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/shared", Type: "bind", Source: shared, Options: []string{"rbind", "rw"}},
+				specs.Mount{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}})
 		})
 	}
 	if res := r.run("create", "--bundle", sandbox, "pod1"); res.code != 0 {
@@ -96,6 +98,18 @@ cat /shared/a.txt; grep -c "` + ocitest.PageText + `" /tmp/page; hostname; echo 
 	}
 	if res := r.run("exec", "a", "sh", "-c", "cat /proc/1/comm"); res.code != 0 || res.stdout != "httpd\n" {
 		t.Errorf("exec in member a sees PID 1 as %q (exit %d, %s), want its httpd", res.stdout, res.code, res.stderr)
+	}
+	// What keeps an idle guest small (docs/benchmarks.md): free pages go
+	// back to the host in small blocks, and no tracing control files pin
+	// ten thousand inodes.
+	if res := r.run("exec", "a", "cat", "/sys/module/page_reporting/parameters/page_reporting_order"); res.code != 0 || res.stdout != "3\n" {
+		t.Errorf("the guest's page reporting order: exit %d, %q, %s; want 3", res.code, res.stdout, res.stderr)
+	}
+	res := r.run("exec", "a", "cat", "/proc/sys/fs/inode-nr")
+	if f := strings.Fields(res.stdout); res.code != 0 || len(f) != 2 {
+		t.Errorf("the guest's inode count: exit %d, %q, %s", res.code, res.stdout, res.stderr)
+	} else if n, _ := strconv.Atoi(f[0]); n <= 0 || n > 3000 {
+		t.Errorf("the guest holds %d inodes, want under 3000 (tracefs's event files are about 10,000)", n)
 	}
 	aPid := int(r.state("a")["pid"].(float64))
 	if res := r.run("kill", "a", "KILL"); res.code != 0 {

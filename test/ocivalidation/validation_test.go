@@ -133,7 +133,7 @@ func prepare(t *testing.T) *env {
 	start := time.Now()
 	e.runtimeBin = filepath.Join(work, "bin", "hutch-runtime")
 	goBuild(t, repo, []string{"CGO_ENABLED=0"}, "-o", e.runtimeBin, "./cmd/hutch-runtime")
-	goBuild(t, repo, []string{"CGO_ENABLED=0"}, "-o", filepath.Join(work, "bin", "hutch-agent"), "./cmd/hutch-agent")
+	goBuild(t, repo, []string{"CGO_ENABLED=0"}, "-ldflags", "-s -w", "-o", filepath.Join(work, "bin", "hutch-agent"), "./cmd/hutch-agent")
 	pkgs := []string{"-o", e.validations + "/"}
 	for _, p := range programs {
 		pkgs = append(pkgs, runtimeTools+"/validation/"+p)
