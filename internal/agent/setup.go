@@ -66,19 +66,24 @@ func (a *guestAgent) setup(id uint32, s Setup) error {
 		}
 		a.mu.Unlock()
 		if c.sharedWith == 0 {
+			release(c)
 			return fmt.Errorf("the pod's sandbox has no PID namespace to share")
 		}
 	}
 	st, err := a.forkStage(s.NewPIDNamespace && c.sharedWith == 0, c.sharedWith)
 	if err != nil {
+		release(c)
 		return err
 	}
-	if err := st.send(stageRequest{Root: c.root, Setup: &s, Cgroup: c.cgroup}); err != nil {
-		st.close()
-		return err
+	err = st.send(stageRequest{Root: c.root, Setup: &s, Cgroup: c.cgroup})
+	if err == nil {
+		err = st.result()
 	}
-	if err := st.result(); err != nil {
+	if err != nil {
+		// The stage shares the agent's mount namespace: what it mounted
+		// before it failed would stay for the VM's life (a pod's).
 		st.close()
+		release(c)
 		return err
 	}
 	c.init, c.initPid = st, st.pid
@@ -123,12 +128,30 @@ func (a *guestAgent) remove(id uint32) error {
 		c.init.close() // a stage still waiting for start exits
 	}
 	a.signalAll(c, unix.SIGKILL)
-	if err := unix.Unmount(c.root, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
-		return fmt.Errorf("unmount container %d's root: %w", id, err)
+	if err := release(c); err != nil {
+		return fmt.Errorf("container %d: %w", id, err)
+	}
+	return nil
+}
+
+// release takes away what a container's setup made in the guest: its
+// root, with everything mounted in it, and its cgroup.
+func release(c *container) error {
+	if err := unix.Unmount(c.root, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+		return fmt.Errorf("unmount the root: %w", err)
 	}
 	os.Remove(c.root)
 	if c.cgroup != "" {
-		os.Remove(c.cgroup) // empty once its processes are gone
+		// Empty once its processes are gone, which a killed process may
+		// take a moment to be; the agent's other containers do not wait.
+		go func() {
+			for i := 0; i < 20 && os.Remove(c.cgroup) != nil; i++ {
+				if _, err := os.Stat(c.cgroup); err != nil {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
 	}
 	return nil
 }

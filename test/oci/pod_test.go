@@ -93,6 +93,13 @@ cat /shared/a.txt; grep -c "` + ocitest.PageText + `" /tmp/page; hostname; echo 
 	if n := len(qemuPids(func(st map[string]string) bool { return true })); n != 1 {
 		t.Errorf("%d VMMs run for a pod of three containers, want 1", n)
 	}
+	// A member that cannot be created fails with runc's words, and the pod
+	// goes on (what its setup mounted in the guest is taken back: the
+	// agent's TestReleaseUnmountsTheRoot).
+	if res := r.run("create", "--bundle", member("no-such-command"), "bad"); res.code == 0 || !strings.Contains(res.stderr, "executable file not found") {
+		t.Errorf("create of a member whose command is missing: exit %d, %s; want runc's not-found error", res.code, res.stderr)
+	}
+	r.run("delete", "--force", "bad")
 	if res := r.run("exec", "a", "cat", "/shared/b.txt"); res.code != 0 || res.stdout != "from-b\n" {
 		t.Errorf("exec in member a: exit %d, %q, %s", res.code, res.stdout, res.stderr)
 	}
