@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -69,8 +71,11 @@ func BuildGuest(cacheDir, bootDir, modulesRoot string) (Guest, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%d\x00%d\x00%s\x00%s\x00%v", agentPath, fi.Size(), fi.ModTime().UnixNano(), guestVersion, release, AgentModules)
 	g := Guest{Kernel: kernel, Release: release, ModulesRoot: modulesRoot,
-		Initrd: filepath.Join(cacheDir, "agent-"+hex.EncodeToString(h.Sum(nil))[:16]+".initrd.gz")}
+		Initrd: filepath.Join(cacheDir, initrdPrefix+hex.EncodeToString(h.Sum(nil))[:16]+initrdSuffix)}
 	if _, err := os.Stat(g.Initrd); err == nil {
+		// A fresh time marks it in use for another create's pruning.
+		now := time.Now()
+		os.Chtimes(g.Initrd, now, now)
 		return g, nil
 	}
 	agent, err := os.ReadFile(agentPath)
@@ -91,7 +96,7 @@ func BuildGuest(cacheDir, bootDir, modulesRoot string) (Guest, error) {
 	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
 		return Guest{}, fmt.Errorf("create %s: %w", cacheDir, err)
 	}
-	tmp, err := os.CreateTemp(cacheDir, ".initrd-")
+	tmp, err := os.CreateTemp(cacheDir, initrdTemp)
 	if err != nil {
 		return Guest{}, fmt.Errorf("write the guest initramfs: %w", err)
 	}
@@ -106,7 +111,41 @@ func BuildGuest(cacheDir, bootDir, modulesRoot string) (Guest, error) {
 	if err := os.Rename(tmp.Name(), g.Initrd); err != nil {
 		return Guest{}, fmt.Errorf("write the guest initramfs: %w", err)
 	}
+	pruneInitrds(cacheDir, g.Initrd, time.Now().Add(-initrdGrace))
 	return g, nil
+}
+
+// The agent's cached initramfs images: initrdPrefix, a key of the agent
+// and kernel, initrdSuffix; one being written is initrdTemp and a random
+// tail.
+const (
+	initrdPrefix = "agent-"
+	initrdSuffix = ".initrd.gz"
+	initrdTemp   = ".initrd-"
+	// initrdGrace is how long an image another create has just found is
+	// safe from pruning: that create copies it within seconds.
+	initrdGrace = time.Minute
+)
+
+// pruneInitrds removes the cached images other than keep that no create
+// has used since before, and what a killed create left half-written: a
+// new agent or kernel makes every older image useless.
+func pruneInitrds(dir, keep string, before time.Time) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		name := e.Name()
+		p := filepath.Join(dir, name)
+		image := strings.HasPrefix(name, initrdPrefix) && strings.HasSuffix(name, initrdSuffix)
+		if p == keep || !(image || strings.HasPrefix(name, initrdTemp)) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() && fi.ModTime().Before(before) {
+			os.Remove(p)
+		}
+	}
 }
 
 // BuildRootfs writes an ext4 image of dir to image with mke2fs -d, which
