@@ -229,6 +229,17 @@ func (r Runtime) createMember(o CreateOptions, b *Bundle, sb Record) (*exec.Cmd,
 		}
 		return cmd, cgroups, errors.New(string(msg))
 	}
+	// The create-time hooks run once the member exists in the VM and
+	// before its process can start, with its relay's pid, as a sandbox's
+	// run with its shim's. A member shares its pod's namespaces, so these
+	// hooks have none of their own to configure.
+	rec.Shim = proc
+	if err := runHooks(rec.Hooks, hooksCreate, hookState(rec, specs.StateCreating)); err != nil {
+		if done, lerr := r.load(o.ID); lerr == nil {
+			r.ask(sb.ID, request{Op: "remove", Member: done.Member})
+		}
+		return cmd, cgroups, err
+	}
 	if o.PidFile != "" {
 		if err := writePidFile(o.PidFile, cmd.Process.Pid); err != nil {
 			return cmd, cgroups, err

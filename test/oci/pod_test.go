@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,8 +37,14 @@ func TestRuntimePod(t *testing.T) {
 		s.Annotations = criAnnotations("sandbox", "pod1")
 		s.Process.Args = []string{"sleep", "1000"}
 	})
+	hooksOut := t.TempDir()
+	record := func(name string) specs.Hook {
+		return specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", "cat > " + filepath.Join(hooksOut, name)}}
+	}
+	var hooks *specs.Hooks
 	member := func(args ...string) string {
 		return bundle(t, func(s *specs.Spec) {
+			s.Hooks = hooks
 			pidNS(s)
 			s.Hostname = "hutch-pod"
 			s.Annotations = criAnnotations("container", "pod1")
@@ -59,12 +66,38 @@ func TestRuntimePod(t *testing.T) {
 		t.Fatal("no VMM under the sandbox")
 	}
 
-	if res := r.run("create", "--bundle", member("sh", "-c", "echo from-a > /shared/a.txt; exec httpd -f -p 8080 -h /www"), "a"); res.code != 0 {
+	// Member a has hooks of each kind; each writes the state it reads.
+	hooks = &specs.Hooks{CreateRuntime: []specs.Hook{record("createRuntime")}, CreateContainer: []specs.Hook{record("createContainer")},
+		StartContainer: []specs.Hook{record("startContainer")}, Poststart: []specs.Hook{record("poststart")}, Poststop: []specs.Hook{record("poststop")}}
+	aBundle := member("sh", "-c", "echo from-a > /shared/a.txt; exec httpd -f -p 8080 -h /www")
+	hooks = nil
+	if res := r.run("create", "--bundle", aBundle, "a"); res.code != 0 {
 		t.Fatalf("create member a: exit %d: %s", res.code, res.stderr)
 	}
 	defer r.run("delete", "--force", "a")
+	hookSaw := func(name string) specs.State {
+		var st specs.State
+		if err := json.Unmarshal([]byte(readFile(filepath.Join(hooksOut, name))), &st); err != nil {
+			t.Errorf("member a's %s hook: no state read (%v)", name, err)
+		}
+		return st
+	}
+	aCreated := int(r.state("a")["pid"].(float64))
+	for _, name := range []string{"createRuntime", "createContainer"} {
+		if st := hookSaw(name); st.ID != "a" || st.Pid != aCreated || st.Status != specs.StateCreating || st.Bundle != aBundle {
+			t.Errorf("member a's %s hook read %+v, want id a, pid %d, status creating, bundle %s", name, st, aCreated, aBundle)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(hooksOut, "startContainer")); err == nil {
+		t.Error("member a's startContainer hook ran at create")
+	}
 	if res := r.run("start", "a"); res.code != 0 {
 		t.Fatalf("start member a: exit %d: %s", res.code, res.stderr)
+	}
+	for _, name := range []string{"startContainer", "poststart"} {
+		if st := hookSaw(name); st.ID != "a" || st.Pid != aCreated {
+			t.Errorf("member a's %s hook read %+v, want id a, pid %d", name, st, aCreated)
+		}
 	}
 	script := `for i in $(seq 100); do [ -f /shared/a.txt ] && wget -qO- http://127.0.0.1:8080/ > /tmp/page 2>/dev/null && break; sleep 0.2; done
 cat /shared/a.txt; grep -c "` + ocitest.PageText + `" /tmp/page; hostname; echo pid=$$; echo from-b > /shared/b.txt`
@@ -129,6 +162,9 @@ cat /shared/a.txt; grep -c "` + ocitest.PageText + `" /tmp/page; hostname; echo 
 		if res := r.run("delete", id); res.code != 0 {
 			t.Fatalf("delete member %s: exit %d: %s", id, res.code, res.stderr)
 		}
+	}
+	if st := hookSaw("poststop"); st.ID != "a" || st.Status != specs.StateStopped {
+		t.Errorf("member a's poststop hook read %+v, want id a, status stopped", st)
 	}
 	if res := r.run("delete", "--force", "pod1"); res.code != 0 {
 		t.Fatalf("delete the sandbox: exit %d: %s", res.code, res.stderr)
