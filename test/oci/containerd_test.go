@@ -25,12 +25,19 @@ type containerd struct {
 func startContainerd(t *testing.T) *containerd {
 	dir := t.TempDir()
 	c := &containerd{dir: dir, sock: filepath.Join(dir, "containerd.sock")}
-	log, err := os.Create(filepath.Join(dir, "containerd.log"))
+	c.run(t, filepath.Join(dir, "containerd.log"), "--config", "/dev/null", "--root", filepath.Join(dir, "root"),
+		"--state", filepath.Join(dir, "state"), "--address", c.sock)
+	return c
+}
+
+// run starts containerd with args, its output in logPath, stops it when
+// the test ends, and waits until it answers on c.sock.
+func (c *containerd) run(t *testing.T, logPath string, args ...string) {
+	log, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.cmd = exec.Command("containerd", "--config", "/dev/null", "--root", filepath.Join(dir, "root"),
-		"--state", filepath.Join(dir, "state"), "--address", c.sock)
+	c.cmd = exec.Command("containerd", args...)
 	c.cmd.Stdout, c.cmd.Stderr = log, log
 	if err := testproc.StartDaemon(c.cmd); err != nil {
 		t.Fatal(err)
@@ -41,14 +48,13 @@ func startContainerd(t *testing.T) *containerd {
 		log.Close()
 	})
 	deadline := time.Now().Add(30 * time.Second)
-	for testproc.Command("ctr", "--address", c.sock, "version").Run() != nil {
+	for c.ctr("version").Run() != nil {
 		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(log.Name())
+			b, _ := os.ReadFile(logPath)
 			t.Fatalf("containerd did not answer:\n%s", b)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return c
 }
 
 func (c *containerd) ctr(args ...string) *exec.Cmd {

@@ -165,27 +165,7 @@ func startCRI(t *testing.T) *criEnv {
 	}
 	t.Cleanup(func() { runCmd(t, testproc.Command("ip", "link", "del", criBridge)) })
 
-	log, err := os.Create(c.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.cmd = exec.Command("containerd", "--config", cfg)
-	c.cmd.Stdout, c.cmd.Stderr = log, log
-	if err := testproc.StartDaemon(c.cmd); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c.cmd.Process.Kill()
-		c.cmd.Wait()
-		log.Close()
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for c.ctr("version").Run() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("containerd did not answer:\n%s", c.logText())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.run(t, c.log, "--config", cfg)
 	// Pods a failed test left: their shims outlive containerd, and their
 	// mounts would keep the directory from being removed.
 	t.Cleanup(func() {
