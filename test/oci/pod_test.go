@@ -133,6 +133,16 @@ cat /shared/a.txt; grep -c "` + ocitest.PageText + `" /tmp/page; hostname; echo 
 		t.Errorf("create of a member whose command is missing: exit %d, %s; want runc's not-found error", res.code, res.stderr)
 	}
 	r.run("delete", "--force", "bad")
+	// So does one whose create-time hook fails, leaving no container.
+	hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "exit 3"}}}}
+	failing := member("sleep", "1000")
+	hooks = nil
+	if res := r.run("create", "--bundle", failing, "hookfail"); res.code == 0 || !strings.Contains(res.stderr, "hook") {
+		t.Errorf("create of a member whose createRuntime hook fails: exit %d, %s; want the hook's failure", res.code, res.stderr)
+	}
+	if res := r.run("state", "hookfail"); res.code == 0 {
+		t.Errorf("a member whose hook failed is still there: %s", res.stdout)
+	}
 	if res := r.run("exec", "a", "cat", "/shared/b.txt"); res.code != 0 || res.stdout != "from-b\n" {
 		t.Errorf("exec in member a: exit %d, %q, %s", res.code, res.stdout, res.stderr)
 	}
