@@ -48,10 +48,15 @@ fi
 # against runc and a raw boot of the same kernel, as its own user; it
 # rewrites its marked section of docs/benchmarks.md. OCI_ARGS, e.g.
 # "-runs 11", tunes it; OCI_ARGS=skip leaves it out.
-if [[ ${OCI_ARGS:-} != skip ]]; then
-	chmod 755 "$tmp"
+# hutch-runtime and hutch-agent beside it, built as make build builds them.
+build_runtime() {
+	[[ -x "$tmp/hutch-runtime" ]] && return
 	CGO_ENABLED=0 "$GO" build -o "$tmp/hutch-runtime" ./cmd/hutch-runtime
 	CGO_ENABLED=0 "$GO" build -ldflags "-s -w" -o "$tmp/hutch-agent" ./cmd/hutch-agent
+}
+if [[ ${OCI_ARGS:-} != skip ]]; then
+	chmod 755 "$tmp"
+	build_runtime
 	"$GO" run ./bench/oci -runtime "$tmp/hutch-runtime" -out docs/benchmarks.md ${OCI_ARGS:-}
 fi
 
@@ -61,6 +66,6 @@ fi
 # docs/benchmarks.md. POD_ARGS, e.g. "-runs 7", tunes it; POD_ARGS=skip
 # leaves it out.
 if [[ ${POD_ARGS:-} != skip ]]; then
-	[[ -x "$tmp/hutch-runtime" ]] || { CGO_ENABLED=0 "$GO" build -o "$tmp/hutch-runtime" ./cmd/hutch-runtime; CGO_ENABLED=0 "$GO" build -ldflags "-s -w" -o "$tmp/hutch-agent" ./cmd/hutch-agent; }
+	build_runtime
 	"$GO" run ./bench/pod -runtime "$tmp/hutch-runtime" -out docs/benchmarks.md ${POD_ARGS:-}
 fi
