@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -286,6 +287,8 @@ func TestRunHelpAndWaitTimeout(t *testing.T) {
 	}
 }
 
+var guestAddrRE = regexp.MustCompile(`hutch-guest: eth0 ([0-9.]+)/\d+\r?\n`)
+
 // inspect's guestIP is the address the guest's DHCP client was given, on
 // slirp and on passt alike.
 func TestGuestIP(t *testing.T) {
@@ -296,11 +299,11 @@ func TestGuestIP(t *testing.T) {
 		u.runGuest(name, "--network", network)
 		var got string
 		if !waitFor(2*time.Minute, func() bool {
-			for _, line := range strings.Split(u.run("logs", name).out, "\n") {
-				if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "hutch-guest: eth0 "); ok {
-					got, _, _ = strings.Cut(rest, "/")
-					return true
-				}
+			// The prefix length ends the line: a log read while the guest
+			// is still printing may hold only part of the address.
+			if m := guestAddrRE.FindStringSubmatch(u.run("logs", name).out); m != nil {
+				got = m[1]
+				return true
 			}
 			return false
 		}) {
