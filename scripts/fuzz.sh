@@ -27,15 +27,15 @@ trap 'rm -f "$log"' EXIT
 for t in "${targets[@]}"; do
 	read -r pkg name <<<"$t"
 	echo "--- $name in $pkg for $fuzztime"
-	for attempt in 1 2; do
+	for attempt in 1 2 3; do
 		status=0
 		"$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg" 2>&1 | tee "$log" || status=$?
 		[ "$status" -eq 0 ] && break
 		# go test -fuzz fails with "context deadline exceeded" when the time
 		# runs out while a worker is still busy (a host stalled on I/O), with
 		# no failing input. That says nothing of the target: run it again,
-		# once. A real failure writes its input under testdata/fuzz.
-		if [ "$attempt" -eq 1 ] && grep -q 'context deadline exceeded' "$log" && ! grep -q 'Failing input written' "$log"; then
+		# up to twice. A real failure writes its input under testdata/fuzz.
+		if [ "$attempt" -lt 3 ] && grep -q 'context deadline exceeded' "$log" && ! grep -q 'Failing input written' "$log"; then
 			echo "fuzz.sh: $name stopped on the deadline with no failing input; running it again"
 			continue
 		fi
