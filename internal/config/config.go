@@ -68,7 +68,32 @@ type Config struct {
 	// BootTimeout bounds how long hutch-runtime create waits for a
 	// container's guest to start its agent.
 	BootTimeout time.Duration
+	// Container is what a container's VM is built with.
+	Container Container
 }
+
+// Container tunes the VM hutch-runtime makes for a container or a pod.
+type Container struct {
+	// KernelParams is appended to the guest kernel's command line, after
+	// hutch's own parameters, so a later one of the same name wins where
+	// the kernel takes the last.
+	KernelParams string
+	// TBSizeMiB is TCG's translated-code buffer; all of it is resident
+	// once the guest has booted. A smaller one costs code-heavy work
+	// time (docs/benchmarks.md). Without TCG it does nothing.
+	TBSizeMiB int
+}
+
+// DefaultTBSizeMiB is the code buffer kept after measuring 8 to 64 MiB:
+// half the time of 8 MiB on code-heavy work, for 8 MiB more.
+const DefaultTBSizeMiB = 16
+
+// The kernel's command line is at most 2048 bytes on x86, hutch's own
+// parameters included.
+const (
+	maxKernelParams      = 1024
+	minTBSize, maxTBSize = 4, 1024
+)
 
 // DefaultBootTimeout is generous for a guest under TCG on a busy host;
 // one that never says hello is broken.
@@ -87,6 +112,7 @@ func Defaults() Config {
 		Accel:       accel.Auto,
 		BootTimeout: DefaultBootTimeout,
 		Leases:      LeaseRange{First: DefaultLeaseFirst, Count: DefaultLeaseCount},
+		Container:   Container{TBSizeMiB: DefaultTBSizeMiB},
 	}
 }
 
@@ -102,6 +128,10 @@ type file struct {
 		First *int64 `toml:"first"`
 		Count *int64 `toml:"count"`
 	} `toml:"leases"`
+	Container *struct {
+		KernelParams *string `toml:"kernel_params"`
+		TBSize       *int64  `toml:"tcg_tb_size"`
+	} `toml:"container"`
 }
 
 const rootlessReason = "hutch never runs a VMM as root"
@@ -132,7 +162,7 @@ func Load(path string) (Config, error) {
 		for i, k := range und {
 			keys[i] = strconv.Quote(k.String())
 		}
-		return cfg, fmt.Errorf("%s: unknown key %s; the keys are rootless, accel, boot_timeout, leases.first and leases.count", path, strings.Join(keys, ", "))
+		return cfg, fmt.Errorf("%s: unknown key %s; the keys are rootless, accel, boot_timeout, leases.first, leases.count, container.kernel_params and container.tcg_tb_size", path, strings.Join(keys, ", "))
 	}
 	if f.Rootless != nil && !*f.Rootless {
 		return cfg, fmt.Errorf("rootless = false in %s is not supported: %s; remove the line or set rootless = true", path, rootlessReason)
@@ -151,6 +181,11 @@ func Load(path string) (Config, error) {
 		}
 		cfg.BootTimeout = d
 	}
+	if f.Container != nil {
+		if err := loadContainer(&cfg.Container, f.Container.KernelParams, f.Container.TBSize); err != nil {
+			return cfg, fmt.Errorf("%s: [container] %w", path, err)
+		}
+	}
 	first, count := int64(cfg.Leases.First), int64(cfg.Leases.Count)
 	if f.Leases != nil {
 		if f.Leases.First != nil {
@@ -165,6 +200,28 @@ func Load(path string) (Config, error) {
 	}
 	cfg.Leases = LeaseRange{First: uint32(first), Count: uint32(count)}
 	return cfg, nil
+}
+
+func loadContainer(c *Container, params *string, tbSize *int64) error {
+	if params != nil {
+		p := strings.TrimSpace(*params)
+		if len(p) > maxKernelParams {
+			return fmt.Errorf("kernel_params is %d bytes; the kernel's command line is bounded, give at most %d", len(p), maxKernelParams)
+		}
+		for i, r := range p {
+			if r < ' ' || r > '~' {
+				return fmt.Errorf("kernel_params holds %q at byte %d; give printable ASCII parameters separated by spaces", r, i)
+			}
+		}
+		c.KernelParams = p
+	}
+	if tbSize != nil {
+		if *tbSize < minTBSize || *tbSize > maxTBSize {
+			return fmt.Errorf("tcg_tb_size = %d: give the code buffer in MiB, from %d to %d (default %d)", *tbSize, minTBSize, maxTBSize, DefaultTBSizeMiB)
+		}
+		c.TBSizeMiB = int(*tbSize)
+	}
+	return nil
 }
 
 func checkRange(first, count int64) error {

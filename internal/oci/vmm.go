@@ -52,11 +52,14 @@ func runtimeConfig() (config.Config, string, error) {
 // the parameter and only the saving is lost.
 const KernelCmdline = "console=ttyS0 panic=-1 quiet tsc=reliable no_timer_check i8042.noaux i8042.nokbd i8042.nopnp cryptomgr.notests initcall_blacklist=tracer_init_tracefs"
 
-// tbSizeMiB is a container VM's TCG code buffer, all of it resident once
-// the guest has booted. It trades memory for speed: code-heavy work
-// retranslates more in a smaller buffer (docs/benchmarks.md has what each
-// size costs in both).
-const tbSizeMiB = 16
+// guestCmdline is KernelCmdline with what the configuration adds, last so
+// that a parameter given again there wins where the kernel takes the last.
+func guestCmdline(c config.Container) string {
+	if c.KernelParams == "" {
+		return KernelCmdline
+	}
+	return KernelCmdline + " " + c.KernelParams
+}
 
 // vm is a started VMM and the host ends of its channels.
 type vm struct {
@@ -179,11 +182,13 @@ func (s *shim) plan(g Guest, v *vm, choice accel.Decision) (*vmplan.Plan, error)
 		return nil, fmt.Errorf("%s not found: install qemu-system-x86", qemu.Binary)
 	}
 	var fds vmplan.FDTable
-	cfg := qemu.Config{Machine: qemu.Q35, Accel: choice.Accel, AgentPort: agent.PortName, Append: KernelCmdline,
+	cfg := qemu.Config{Machine: qemu.Q35, Accel: choice.Accel, AgentPort: agent.PortName, Append: guestCmdline(s.cfg.Container),
 		SerialFD: fds.Add(vmplan.FD{Kind: vmplan.FDSerial}), QMPFD: fds.Add(vmplan.FD{Kind: vmplan.FDQMP}),
 		KernelFD: fds.Add(vmplan.FD{Kind: vmplan.FDCopy, Path: g.Kernel}), InitrdFD: fds.Add(vmplan.FD{Kind: vmplan.FDCopy, Path: g.Initrd})}
 	cfg.MemoryMiB, cfg.CPUs = machineSize(s.bundle.Spec)
-	cfg.TBSizeMiB, cfg.FreePageReporting = tbSizeMiB, true
+	// The code buffer trades memory for speed: all of it is resident once
+	// the guest has booted (docs/benchmarks.md has what each size costs).
+	cfg.TBSizeMiB, cfg.FreePageReporting = s.cfg.Container.TBSizeMiB, true
 	if s.fsConn != nil {
 		cfg.FSFD, cfg.FSTag = fds.Add(vmplan.FD{Kind: vmplan.FDShare}), virtiofs.Tag
 	} else {

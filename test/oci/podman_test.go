@@ -339,15 +339,7 @@ func outwardIP(t *testing.T) string {
 // VMM. One second is shorter than any boot to the agent, so the limit
 // trips; the user's own config is what rootless hutch-runtime reads.
 func TestPodmanBootTimeout(t *testing.T) {
-	dir := filepath.Join(podman.Home, ".config", "hutch")
-	cfg := filepath.Join(dir, "hutch.toml")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(cfg, []byte("boot_timeout = \"1s\"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.Remove(cfg) })
+	userConfig(t, "boot_timeout = \"1s\"\n")
 	start := time.Now()
 	r := runCmd(t, podman.podman("run", "--rm", image, "true"))
 	took := time.Since(start)
@@ -359,6 +351,57 @@ func TestPodmanBootTimeout(t *testing.T) {
 	}
 	if left := podman.vmms(10 * time.Second); len(left) > 0 {
 		t.Errorf("VMMs left after the failed create: %v", left)
+	}
+}
+
+// userConfig writes the Podman user's hutch.toml, which rootless
+// hutch-runtime reads, for the rest of the test.
+func userConfig(t *testing.T, content string) {
+	t.Helper()
+	dir := filepath.Join(podman.Home, ".config", "hutch")
+	cfg := filepath.Join(dir, "hutch.toml")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(cfg) })
+}
+
+// TestPodmanContainerConfig: the [container] keys reach the VM: the guest
+// kernel sees the parameters after hutch's own, and TCG's code buffer has
+// the size given.
+func TestPodmanContainerConfig(t *testing.T) {
+	userConfig(t, "[container]\ntcg_tb_size = 1\n")
+	if r := runCmd(t, podman.podman("run", "--rm", image, "true")); r.code == 0 || !strings.Contains(r.stderr, "[container] tcg_tb_size = 1: give the code buffer in MiB, from 4 to 1024") {
+		t.Errorf("podman run with tcg_tb_size = 1: exit %d, stderr %s; want a failure naming the key", r.code, r.stderr)
+	}
+	userConfig(t, "[container]\nkernel_params = \"hutch.test=yes quiet\"\ntcg_tb_size = 24\n")
+	name := "hutch-oci-config"
+	runCmd(t, podman.podman("rm", "-f", name))
+	t.Cleanup(func() { runCmd(t, podman.podman("rm", "-f", "-t", "0", name)) })
+	if r := runCmd(t, podman.podman("run", "-d", "--name", name, image, "sleep", "1000")); r.code != 0 {
+		t.Fatalf("podman run -d: exit %d: %s", r.code, r.stderr)
+	}
+	r := runCmd(t, podman.podman("exec", name, "cat", "/proc/cmdline"))
+	if r.code != 0 || !strings.HasSuffix(strings.TrimSpace(r.stdout), "initcall_blacklist=tracer_init_tracefs hutch.test=yes quiet") {
+		t.Errorf("the guest's command line %q (exit %d, %s); want it to end with the configured parameters", r.stdout, r.code, r.stderr)
+	}
+	inspect := runCmd(t, podman.podman("inspect", "--format", "{{.State.Pid}}", name))
+	pid, _ := strconv.Atoi(strings.TrimSpace(inspect.stdout))
+	vmm := childQEMU(pid)
+	if vmm == 0 {
+		t.Fatalf("no VMM under the container's pid %q: %s", inspect.stdout, inspect.stderr)
+	}
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", vmm))
+	var accel string
+	if _, rest, ok := strings.Cut(string(cmdline), "\x00-accel\x00"); ok {
+		accel, _, _ = strings.Cut(rest, "\x00")
+	}
+	// Under KVM there is no code buffer to size.
+	if want := "tcg,tb-size=24"; accel != want && !(accel == "kvm" && !strings.Contains(string(cmdline), "tb-size")) {
+		t.Errorf("VMM -accel %q, want %s under TCG (command line %q)", accel, want, cmdline)
 	}
 }
 
